@@ -1,0 +1,42 @@
+"""``python -m obsd``: tools beside the daemon.
+
+``check-config [PATH]`` exits 0 with a summary of listeners, outputs and
+routes, or 1 listing every problem as ``key.path: what is wrong``.  Secrets are
+never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from obsd.config import load_config, load_default, summary
+from obsd.errors import ConfigError
+
+
+def check_config(path: str | None) -> int:
+    try:
+        config = load_config(path) if path else load_default()
+    except ConfigError as exc:
+        print(f"{path or 'embedded default'}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    print(summary(config))
+    print("config OK")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m obsd", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check-config", help="check a config file and summarise it")
+    check.add_argument("path", nargs="?", help="the TOML file (default: the embedded config)")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.path)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Events as JSON lines: sorted keys, RFC 3339 UTC time stamps, no NaN, valid UTF-8.
+
+Pure.  Used by the file output and anything else that writes events as text.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from typing import Any
+
+_UTC = datetime.UTC
+_dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False).encode
+
+
+def rfc3339(timestamp: float) -> str:
+    """UTC epoch seconds as RFC 3339 with microseconds: ``2026-11-24T01:02:03.000004Z``."""
+    return (
+        datetime.datetime.fromtimestamp(timestamp, _UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    )
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: NaN/inf become null, bytes become text, others repr."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+def encode_json_line(event: dict[str, Any], timestamp_key: str = "timestamp") -> bytes:
+    """One event as a JSON line, private ``_`` keys left out."""
+    doc = {k: v for k, v in event.items() if not k.startswith("_")}
+    stamp = doc.get(timestamp_key)
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
+        doc[timestamp_key] = rfc3339(stamp)
+    try:
+        text = _dumps(doc)
+    except (ValueError, TypeError):
+        text = _dumps(_clean(doc))
+    # lone surrogates (from surrogateescape'd input) would make invalid UTF-8
+    return text.encode("utf-8", "replace") + b"\n"

@@ -1,0 +1,127 @@
+"""Listen addresses: parse and check endpoint strings without opening anything.
+
+Stream listeners are Twisted endpoint strings (``tcp:5514:interface=127.0.0.1``,
+``ssl:6514:privateKey=k.pem:certKey=c.pem``, ``unix:/run/obsd.sock``,
+``systemd:domain=INET:index=0``).  Datagrams have no Twisted endpoint, so obsd
+adds ``udp:PORT[:interface=ADDR]`` and ``unixgram:PATH``.  ``Listener`` is what
+config checks (port conflicts) and topology (which Twisted call to make) need.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import attrs
+
+DATAGRAM_TYPES = frozenset({"udp", "unixgram"})
+STREAM_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix", "systemd"})
+
+_SPLIT = re.compile(r"(?<!\\):")
+
+
+@attrs.frozen
+class Listener:
+    """One parsed listen string."""
+
+    description: str
+    type: str
+    #: ``tcp`` for tcp/tcp6/ssl, ``udp``, ``unix`` for unix and unixgram paths, ``systemd``.
+    family: Literal["tcp", "udp", "unix", "systemd"]
+    address: str  # interface, or path for unix sockets
+    port: int  # 0 for unix sockets and systemd
+    options: dict[str, str]
+
+    @property
+    def is_datagram(self) -> bool:
+        return self.type in DATAGRAM_TYPES
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether only this host can reach it (unix sockets count as local)."""
+        if self.family == "unix":
+            return True
+        return self.address.startswith("127.") or self.address in ("::1", "localhost")
+
+    def conflicts_with(self, other: Listener) -> bool:
+        """Whether both would bind the same transport, address and port."""
+        if self.family != other.family or self.family == "systemd":
+            return False
+        if self.family == "unix":
+            return self.address == other.address and self.type == other.type
+        if self.port != other.port or self.port == 0:
+            return False
+        wildcard = {"", "0.0.0.0", "::"}
+        return self.address == other.address or bool({self.address, other.address} & wildcard)
+
+
+def _split(description: str) -> tuple[list[str], dict[str, str]]:
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for part in _SPLIT.split(description)[1:]:
+        part = part.replace("\\:", ":")
+        if "=" in part:
+            key, _, value = part.partition("=")
+            kwargs[key] = value
+        else:
+            args.append(part)
+    return args, kwargs
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return port
+
+
+def parse_listener(description: str, allowed: frozenset[str]) -> Listener:
+    """Parse one listen string; raise ``ValueError`` saying what is wrong.
+
+    ``allowed`` holds the types this input takes (``STREAM_TYPES``, ``DATAGRAM_TYPES``
+    or both).  Stream strings are also checked by Twisted's own parser.
+    """
+    kind = description.split(":", 1)[0]
+    if ":" not in description:
+        raise ValueError(f"{description!r} is not an endpoint string such as 'tcp:5514'")
+    if kind not in allowed:
+        raise ValueError(
+            f"{kind!r} listeners are not accepted here (accepted: {', '.join(sorted(allowed))})"
+        )
+    args, kwargs = _split(description)
+    try:
+        if kind in ("udp", "tcp", "tcp6", "ssl"):
+            port_text = kwargs.pop("port", None) or (args.pop(0) if args else None)
+            if port_text is None:
+                raise ValueError("a port is required")
+            port = _port(port_text)
+            default = "::" if kind == "tcp6" else ""
+            address = kwargs.get("interface", default)
+            family: Literal["tcp", "udp", "unix", "systemd"] = "udp" if kind == "udp" else "tcp"
+            listener = Listener(description, kind, family, address, port, kwargs)
+        elif kind in ("unix", "unixgram"):
+            path = kwargs.get("address") or (args[0] if args else "")
+            if not path:
+                raise ValueError("a socket path is required")
+            listener = Listener(description, kind, "unix", path, 0, kwargs)
+        else:  # systemd
+            if kwargs.get("domain") not in ("INET", "INET6", "UNIX"):
+                raise ValueError("systemd listeners need domain=INET, INET6 or UNIX")
+            int(kwargs.get("index", "x"))
+            listener = Listener(description, kind, "systemd", "", 0, kwargs)
+    except ValueError as exc:
+        raise ValueError(f"bad endpoint {description!r}: {exc}") from None
+    if kind in STREAM_TYPES and kind != "systemd":
+        _check_with_twisted(description)
+    return listener
+
+
+def _check_with_twisted(description: str) -> None:
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        serverFromString(MemoryReactor(), description)
+    except Exception as exc:  # noqa: BLE001 - Twisted's parsers raise many kinds
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ValueError(f"bad endpoint {description!r}: {reason}") from None

@@ -1,0 +1,48 @@
+"""The logger inputs hand their events to: a structlog BoundLogger whose wrapped logger is the router.
+
+Inputs call ``ingest.log(fields)``, ``.error``, ``.metric`` or ``.sentry``; the
+method is the event's kind.  The processor chain normalises and enriches the
+dict, user processors may change or drop it, and the last processor hands it to
+the router.  Bound context (``source``) wins over what an input passes, so a
+sender can never claim another input's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from structlog import BoundLoggerBase, DropEvent
+
+from obsd import events
+
+
+class IngestLogger(BoundLoggerBase):
+    """A BoundLogger with one explicit method per event kind."""
+
+    def _emit(self, kind: str, fields: dict[str, Any]) -> None:
+        event_dict = dict(fields)
+        event_dict.update(self._context)
+        logger = self._logger
+        try:
+            for processor in self._processors:
+                event_dict = processor(logger, kind, event_dict)
+        except DropEvent:
+            return
+        args, _ = event_dict
+        getattr(logger, kind)(*args)
+
+    def log(self, fields: dict[str, Any]) -> None:
+        """A log event (a syslog line, a structlog JSON line)."""
+        self._emit(events.LOG, fields)
+
+    def error(self, fields: dict[str, Any]) -> None:
+        """An error: a Sentry error or message report."""
+        self._emit(events.ERROR, fields)
+
+    def metric(self, fields: dict[str, Any]) -> None:
+        """A flushed metric point: ``event`` is its final name, ``value`` its value."""
+        self._emit(events.METRIC, fields)
+
+    def sentry(self, fields: dict[str, Any]) -> None:
+        """Another Sentry item (transaction, session, attachment...), kept for forwarding."""
+        self._emit(events.SENTRY, fields)
