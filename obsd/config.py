@@ -35,7 +35,9 @@ WhenFull = Literal["block", "drop_newest", "drop_oldest"]
 class DaemonConfig:
     """``[daemon]``: process-wide settings."""
 
-    data_dir: str = setting("./obsd-data", help="where spools, the dead-letter file and the lock live")
+    data_dir: str = setting(
+        "./obsd-data", help="where spools, the dead-letter file and the lock live"
+    )
     hostname: str = setting("", help="the host name put on events; empty means the machine's")
     shutdown_timeout: float = setting(
         10.0, check=at_least(0), help="seconds SIGTERM waits for output queues to drain"
@@ -217,8 +219,6 @@ def parse_config(
             built = build(RouteConfig, route, f"routes[{i}]", problems, env=env, base_dir=base_dir)
             if built is not attrs.NOTHING:
                 routes.append(built)
-    if problems:
-        raise ConfigError(problems.lines)
     config = ObsdConfig(
         daemon=daemon,
         http=http,
@@ -228,7 +228,8 @@ def parse_config(
         routes=routes,
         path=path,
     )
-    check_config(config, problems)
+    broken = {name for name in table("outputs") if name not in outputs}
+    check_config(config, problems, broken_outputs=broken)
     if problems:
         raise ConfigError(problems.lines)
     return config
@@ -265,8 +266,14 @@ def _build_component(
     return None if built is attrs.NOTHING else built
 
 
-def check_config(config: ObsdConfig, problems: Problems) -> None:
-    """The checks that span the tree: endpoints, conflicts, routes, processors."""
+def check_config(
+    config: ObsdConfig, problems: Problems, broken_outputs: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """The checks that span the tree: endpoints, conflicts, routes, processors.
+
+    ``broken_outputs`` are outputs that already have a problem of their own:
+    routes naming them are not reported again.
+    """
     listeners: list[tuple[str, Listener]] = []
     for i, description in enumerate(config.http.listen):
         _add_listener(f"http.listen[{i}]", description, STREAM_TYPES, listeners, problems)
@@ -291,7 +298,8 @@ def check_config(config: ObsdConfig, problems: Problems) -> None:
         check = getattr(module, "check_config", None)
         if check is not None:
             check(name, cfg, config, problems)
-    for name, out in config.outputs.items():
+    for name, out_config in config.outputs.items():
+        out = out_config
         if out.buffer.low_watermark >= out.buffer.high_watermark:
             problems.add(
                 f"outputs.{name}.buffer.low_watermark", "must be below buffer.high_watermark"
@@ -315,16 +323,17 @@ def check_config(config: ObsdConfig, problems: Problems) -> None:
         if not route.outputs:
             problems.add(f"{path}.outputs", "a route needs at least one output")
         for out_name in route.outputs:
-            out = config.outputs.get(out_name)
-            if out is None:
-                problems.add(f"{path}.outputs", f"no output named {out_name!r}")
+            routed = config.outputs.get(out_name)
+            if routed is None:
+                if out_name not in broken_outputs:
+                    problems.add(f"{path}.outputs", f"no output named {out_name!r}")
                 continue
-            accepts = output_accepts(out)
+            accepts = output_accepts(routed)
             for kind in route.match.kind:
                 if kind in events.KINDS and kind not in accepts:
                     problems.add(
                         f"{path}.outputs",
-                        f"output {out_name!r} (type {out.type}) cannot take {kind!r} events "
+                        f"output {out_name!r} (type {routed.type}) cannot take {kind!r} events "
                         f"(it takes: {', '.join(sorted(accepts))})",
                     )
         if route.match.event:

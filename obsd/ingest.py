@@ -1,4 +1,4 @@
-"""The logger inputs hand their events to: a structlog BoundLogger whose wrapped logger is the router.
+"""What inputs hand events to: a structlog BoundLogger whose wrapped logger is the router.
 
 Inputs call ``ingest.log(fields)``, ``.error``, ``.metric`` or ``.sentry``; the
 method is the event's kind.  The processor chain normalises and enriches the
@@ -20,7 +20,7 @@ class IngestLogger(BoundLoggerBase):
     """A BoundLogger with one explicit method per event kind."""
 
     def _emit(self, kind: str, fields: dict[str, Any]) -> None:
-        event_dict = dict(fields)
+        event_dict: Any = dict(fields)
         event_dict.update(self._context)
         logger = self._logger
         try:

@@ -42,12 +42,12 @@ class ListenerService(Service):
         self._log = get_logger("obsd.listen")
         self.name = f"{owner}:{listener.description}"
 
-    def privilegedStartService(self) -> None:  # noqa: N802 - Twisted's name
+    def privilegedStartService(self) -> None:
         super().privilegedStartService()
         if self.port is None:
             self._listen()
 
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
+    def startService(self) -> None:
         super().startService()
         if self.port is None:
             self._listen()
@@ -95,9 +95,10 @@ class ListenerService(Service):
             port=getattr(address, "port", None),
         )
 
-    def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802 - Twisted's name
+    def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
         port, self.port = self.port, None
         if port is None:
             return None
-        return defer.maybeDeferred(port.stopListening)
+        stopped = port.stopListening()
+        return stopped if isinstance(stopped, defer.Deferred) else None

@@ -17,6 +17,7 @@ import time
 from typing import IO, Any
 
 import structlog
+from structlog.typing import EventDict
 from twisted.logger import (
     ILogObserver,
     LogLevel,
@@ -66,7 +67,7 @@ class TwistedEmitter:
     debug = info = warning = warn = error = critical = exception = msg
 
 
-def _to_twisted(_logger: Any, _method: str, event_dict: dict[str, Any]) -> Any:
+def _to_twisted(_logger: Any, _method: str, event_dict: EventDict) -> tuple[Any, ...]:
     return (event_dict,), {}
 
 

@@ -37,13 +37,15 @@ class _Route:
             if config.match.level
             else -1
         )
-        self.event = re.compile(fnmatch.translate(config.match.event)).match if config.match.event else None
+        glob = config.match.event
+        self.event = re.compile(fnmatch.translate(glob)).match if glob else None
         self.outputs = outputs
 
     def matches(self, event: dict[str, Any]) -> bool:
         if self.sources and event.get(events.SOURCE) not in self.sources:
             return False
-        if self.min_rank >= 0 and events.LEVEL_RANK.get(event.get(events.LEVEL), 1) < self.min_rank:
+        level = event.get(events.LEVEL, "")
+        if self.min_rank >= 0 and events.LEVEL_RANK.get(level, 1) < self.min_rank:
             return False
         return self.event is None or bool(self.event(str(event.get(events.EVENT, ""))))
 

@@ -151,7 +151,7 @@ class _Converter:
             items = [self.convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
             return [i for i in items if i is not attrs.NOTHING]
         if origin is dict:
-            key_tp, value_tp = get_args(tp)
+            _key_tp, value_tp = get_args(tp)
             if not isinstance(value, dict):
                 return self._wrong(path, value, "a table", secret)
             return {
@@ -179,8 +179,9 @@ class _Converter:
 
     def build(self, cls: type[T], raw: Mapping[str, Any], path: str) -> T:
         """Build ``cls`` from ``raw``; missing or bad keys fall back to defaults."""
-        attrs.resolve_types(cls)
-        fields = {f.name: f for f in attrs.fields(cls)}
+        klass: Any = cls
+        attrs.resolve_types(klass)
+        fields = {f.name: f for f in attrs.fields(klass)}
         secret_files = {f"{n}_file": n for n, f in fields.items() if f.metadata.get("secret")}
         prefix = f"{path}." if path else ""
         for key in raw:

@@ -31,7 +31,7 @@ class Options(usage.Options):
 
     config: ObsdConfig
 
-    def postOptions(self) -> None:  # noqa: N802 - Twisted's name
+    def postOptions(self) -> None:
         self.config = read_config_or_exit(self["config"])
 
 
@@ -48,7 +48,7 @@ def read_config_or_exit(path: str | None) -> ObsdConfig:
         raise SystemExit(1) from None
 
 
-def makeService(options: Options) -> Any:  # noqa: N802 - twistd's name
+def makeService(options: Options) -> Any:
     """Build the daemon for twistd (or a .tac file)."""
     from twisted.internet import reactor
 

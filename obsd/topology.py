@@ -9,6 +9,7 @@ outputs within ``shutdown_timeout``.
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ class InputContext:
 class _Group(MultiService):
     """A MultiService whose stop waits for every child (they stop in reverse order)."""
 
-    def stopService(self) -> defer.Deferred[Any]:  # noqa: N802 - Twisted's name
+    def stopService(self) -> defer.Deferred[Any]:
         Service.stopService(self)
         results = [defer.maybeDeferred(s.stopService) for s in reversed(list(self))]
         return defer.gatherResults(results, consumeErrors=True)
@@ -123,7 +124,7 @@ class ObsdService(MultiService):
         self.log_observer_factory: Any = None
         self._lock: FilesystemLock | None = None
 
-    def setServiceParent(self, parent: Any) -> None:  # noqa: N802 - Twisted's name
+    def setServiceParent(self, parent: Any) -> None:
         """Become the app's root; install obsd's log observer unless one is set.
 
         twistd reads ``ILogObserver`` from the Application before it starts
@@ -148,12 +149,18 @@ class ObsdService(MultiService):
             )
         self._lock = lock
 
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
+    def startService(self) -> None:
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
         super().startService()
+        self.log.info(
+            "obsd started",
+            config=self.config.path or "(embedded default)",
+            inputs=sorted(self.config.inputs),
+            outputs=sorted(self.outputs),
+        )
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802 - Twisted's name
+    def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
         self.log.info("stopping: closing inputs, then draining outputs")
         d = defer.maybeDeferred(self.inputs_group.stopService)
@@ -162,6 +169,10 @@ class ObsdService(MultiService):
         return d
 
     def _stopped(self, result: Any) -> None:
+        # twistd re-raises the signal that stopped it once the reactor is done, so
+        # SIGTERM would end in status -15; a drained, orderly stop exits 0 instead.
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
         self.throttle.stop()
         self.dead_letter.close()
         if self._lock is not None and self._lock.locked:

@@ -25,7 +25,7 @@ class JsonResource(Resource):
         self._make = make
         self._status_of = status_of
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802 - Twisted's name
+    def render_GET(self, request: Request) -> bytes:
         doc = self._make()
         if self._status_of is not None:
             request.setResponseCode(self._status_of(doc))
@@ -62,7 +62,7 @@ class HttpRoot(Resource):
                 resource.putChild(child_key, child)
         parent.putChild(key, resource)
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802 - Twisted's name
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"obsd\n"
 

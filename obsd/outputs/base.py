@@ -10,6 +10,7 @@ backpressure signals at the watermarks, and a drain with a deadline on stop.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -202,7 +203,7 @@ class DeliveryQueue:
             d = defer.fail(Failure())
         self._in_flight[d] = batch
         self._batches.inc()
-        d.addCallbacks(self._sent_ok, self._sent_failed, (d,), None, (d,), None)
+        d.addCallbacks(self._sent_ok, self._sent_failed, callbackArgs=(d,), errbackArgs=(d,))
 
     def _sent_ok(self, result: SendResult | None, d: defer.Deferred[Any]) -> None:
         batch = self._in_flight.pop(d)
@@ -224,7 +225,8 @@ class DeliveryQueue:
 
     def _sent_failed(self, failure: Failure, d: defer.Deferred[Any]) -> None:
         batch = self._in_flight.pop(d)
-        if failure.check(defer.CancelledError) and self._drained is not None and self._drained.called:
+        stopped = self._drained is not None and self._drained.called
+        if failure.check(defer.CancelledError) and stopped:
             return None
         if failure.check(PermanentError):
             for record in batch:
@@ -311,9 +313,9 @@ class DeliveryQueue:
 
     def health(self) -> dict[str, Any]:
         """State (ok, degraded, failing) and since when, with the numbers behind it."""
-        if self.state != OK and self._failing_since is not None:
-            if self._clock.seconds() - self._failing_since >= self.config.failing_after:
-                self._set_state(FAILING)
+        since = self._failing_since
+        if since is not None and self._clock.seconds() - since >= self.config.failing_after:
+            self._set_state(FAILING)
         return {
             "state": self.state,
             "since": self.state_since,
@@ -355,7 +357,7 @@ class DeliveryQueue:
     def _deadline(self) -> None:
         self._deadline_call = None
         leftovers = self.buffer.drain()
-        for d, batch in list(self._in_flight.items()):
+        for batch in self._in_flight.values():
             leftovers.extend(batch)
         self.leftovers = leftovers
         if leftovers:
@@ -404,6 +406,7 @@ class Output(Service):
     ``destination_for`` (several, one queue each).
     """
 
+    name: str
     type_name: ClassVar[str] = ""
     #: whether ``encode`` wants private ``_`` keys (Sentry and relay outputs)
     wants_private: ClassVar[bool] = False
@@ -422,7 +425,7 @@ class Output(Service):
         for key, queue in self.queues.items():
             suffix = f".{key}" if key else ""
             context.telemetry.gauge(
-                f"obsd.output.{name}{suffix}.queued", lambda q=queue: len(q.buffer)
+                f"obsd.output.{name}{suffix}.queued", functools.partial(len, queue.buffer)
             )
 
     # -- what subclasses provide ---------------------------------------------------
@@ -458,7 +461,10 @@ class Output(Service):
             self._encode_errors.inc()
             self.context.dead_letter.write(self.name, f"cannot encode: {exc!r}", repr(event))
             self.context.throttle.error(
-                f"{self.name}:encode", "output cannot encode event", output=self.name, error=repr(exc)
+                f"{self.name}:encode",
+                "output cannot encode event",
+                output=self.name,
+                error=repr(exc),
             )
             return
         if self._single is not None:
@@ -478,7 +484,7 @@ class Output(Service):
             "destinations": reports,
         }
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802 - Twisted's name
+    def stopService(self) -> defer.Deferred[Any]:
         """Drain every queue within the daemon's shutdown deadline."""
         super().stopService()
         timeout = self.context.shutdown_timeout

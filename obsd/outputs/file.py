@@ -33,7 +33,9 @@ class Config(OutputConfig):
         100 * 1024 * 1024, check=at_least(1024), help="rotate when the file would pass this size"
     )
     keep: int = setting(5, check=at_least(0), help="rotated files kept (.1 ... .N)")
-    batch_timeout: float = setting(0.2, check=at_least(0), help="seconds before a partial batch is written")
+    batch_timeout: float = setting(
+        0.2, check=at_least(0), help="seconds before a partial batch is written"
+    )
 
 
 class FileOutput(Output):

@@ -14,9 +14,9 @@ def build_chain(
     user_processors: list[tuple[str, Processor]],
     count_error: Callable[[], None],
     report_error: Callable[[str, BaseException, dict[str, Any]], None],
-) -> list[Processor]:
+) -> list[Any]:
     """The chain every input's events run through, in order."""
-    chain: list[Processor] = [Normalise(hostname, now)]
+    chain: list[Any] = [Normalise(hostname, now)]
     chain.extend(
         GuardedProcessor(proc, name, count_error, report_error) for name, proc in user_processors
     )

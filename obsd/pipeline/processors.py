@@ -88,7 +88,8 @@ class GuardedProcessor:
             return backup
         if not isinstance(result, dict):
             self._count()
-            self._report(self._name, TypeError(f"returned {type(result).__name__}, not a dict"), backup)
+            problem = TypeError(f"returned {type(result).__name__}, not a dict")
+            self._report(self._name, problem, backup)
             return backup
         return result
 
