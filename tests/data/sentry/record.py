@@ -20,7 +20,7 @@ import logging
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 HERE = Path(__file__).resolve().parent
 PUBLIC_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -56,7 +56,7 @@ def record_raven() -> None:
     class RecordingTransport(Transport):  # type: ignore[misc]
         """raven's synchronous transport contract, keeping the request."""
 
-        scheme = ["http", "https"]
+        scheme: ClassVar[list[str]] = ["http", "https"]
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass
@@ -102,7 +102,10 @@ def record_raven() -> None:
         load_orders(3)
     except ZeroDivisionError:
         with_secret.captureException()
-    last("raven_exception", "raven 6.10 captureException, DSN with secret, real traceback")
+    last(
+        "raven_exception",
+        "raven 6.10 captureException, DSN with secret, real traceback",
+    )
 
     with_secret.captureMessage("cache warmed in %s s", params=("1.5",), level="info")
     last("raven_message_secret", "raven 6.10 captureMessage, DSN with secret")
@@ -117,9 +120,11 @@ def record_raven() -> None:
     logger.addHandler(handler)
     try:
         logger.error("invoice %s failed for %s", "INV-9", "acme")
-        last("raven_logging", "raven 6.10 logging SentryHandler, logger.error with args")
+        last(
+            "raven_logging", "raven 6.10 logging SentryHandler, logger.error with args"
+        )
         try:
-            {}["missing"]  # noqa: B018
+            {}["missing"]
         except KeyError:
             logger.exception("lookup failed")
         last("raven_logging_exc", "raven 6.10 logging SentryHandler, logger.exception")
@@ -147,7 +152,7 @@ class _Response:
     """Just enough of urllib3's response for sentry-sdk's bookkeeping."""
 
     status = 200
-    headers: dict[str, str] = {}  # noqa: RUF012
+    headers: ClassVar[dict[str, str]] = {}
 
     def close(self) -> None:
         pass
@@ -166,7 +171,9 @@ def record_sentry_sdk() -> None:
         def _request(  # type: ignore[override]
             self, method: str, endpoint_type: Any, body: bytes, headers: dict[str, str]
         ) -> _Response:
-            sent.append((self._auth.get_api_url(endpoint_type), bytes(body), dict(headers)))
+            sent.append(
+                (self._auth.get_api_url(endpoint_type), bytes(body), dict(headers))
+            )
             return _Response()
 
     def init(compression: str | None = None, **options: Any) -> None:
@@ -208,7 +215,10 @@ def record_sentry_sdk() -> None:
             parse_order("forty-two")
         except ValueError:
             sentry_sdk.capture_exception()
-        take(case, f"sentry-sdk capture_exception, compression {compression or 'default (br)'}")
+        take(
+            case,
+            f"sentry-sdk capture_exception, compression {compression or 'default (br)'}",
+        )
 
     init("none")
     sentry_sdk.capture_message("queue is backing up", level="warning")
@@ -218,14 +228,18 @@ def record_sentry_sdk() -> None:
     with sentry_sdk.start_transaction(name="GET /orders", op="http.server"):
         with sentry_sdk.start_span(op="db", name="SELECT * FROM orders"):
             pass
-        with sentry_sdk.start_span(op="http.client", name="GET https://pay.example.invalid/"):
+        with sentry_sdk.start_span(
+            op="http.client", name="GET https://pay.example.invalid/"
+        ):
             pass
     take("sdk_transaction", "sentry-sdk transaction with two spans, br")
 
     init()
     with sentry_sdk.new_scope() as scope:
         scope.add_attachment(
-            bytes=b"order=17\nstate=stuck\n", filename="state.txt", content_type="text/plain"
+            bytes=b"order=17\nstate=stuck\n",
+            filename="state.txt",
+            content_type="text/plain",
         )
         sentry_sdk.capture_message("order stuck", level="error")
     take("sdk_attachment", "sentry-sdk capture_message with an attachment, br")
@@ -249,8 +263,10 @@ def main() -> None:
         "project_id": PROJECT_ID,
         "cases": RECORDED,
     }
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {len(_BODIES)} cases to {HERE}")  # noqa: T201
+    (HERE / "manifest.json").write_text(
+        json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    )
+    print(f"wrote {len(_BODIES)} cases to {HERE}")
 
 
 if __name__ == "__main__":
