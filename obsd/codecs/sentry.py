@@ -763,11 +763,15 @@ def _message(payload: Mapping[str, Any]) -> str | None:
     A ready ``formatted`` text wins; else a template is filled from its
     ``params`` as Sentry does (``%`` style), falling back to the bare template.
     """
-    entries = [payload.get(key) for key in ("logentry", "sentry.interfaces.Message")]
     message = payload.get("message")
-    if isinstance(message, Mapping):
-        entries.insert(0, message)
-    entries = [entry for entry in entries if isinstance(entry, Mapping)]
+    candidates = [
+        message,
+        payload.get("logentry"),
+        payload.get("sentry.interfaces.Message"),
+    ]
+    entries: list[Mapping[str, Any]] = [
+        entry for entry in candidates if isinstance(entry, Mapping)
+    ]
     for entry in entries:
         formatted = _text(entry.get("formatted"))
         if formatted is not None:

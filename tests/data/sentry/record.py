@@ -47,9 +47,9 @@ def _keep(case: str, url: str, headers: dict[str, str], body: bytes, note: str) 
 
 def record_raven() -> None:
     """captureException, captureMessage, the logging handler, DSN with and without secret."""
-    from raven import Client
-    from raven.handlers.logging import SentryHandler
-    from raven.transport.base import Transport
+    from raven import Client  # type: ignore[import-untyped]
+    from raven.handlers.logging import SentryHandler  # type: ignore[import-untyped]
+    from raven.transport.base import Transport  # type: ignore[import-untyped]
 
     sent: list[tuple[str, bytes, dict[str, str]]] = []
 
@@ -123,8 +123,9 @@ def record_raven() -> None:
         last(
             "raven_logging", "raven 6.10 logging SentryHandler, logger.error with args"
         )
+        orders: dict[str, int] = {}
         try:
-            {}["missing"]
+            orders["missing"]
         except KeyError:
             logger.exception("lookup failed")
         last("raven_logging_exc", "raven 6.10 logging SentryHandler, logger.exception")
@@ -165,7 +166,7 @@ def record_sentry_sdk() -> None:
 
     sent: list[tuple[str, bytes, dict[str, str]]] = []
 
-    class RecordingTransport(HttpTransport):  # type: ignore[misc]
+    class RecordingTransport(HttpTransport):
         """The SDK's own HTTP transport (serialising, compressing, auth) minus the socket."""
 
         def _request(  # type: ignore[override]
@@ -191,7 +192,7 @@ def record_sentry_sdk() -> None:
             default_integrations=False,
             auto_session_tracking=False,
             send_client_reports=False,
-            _experiments=experiments,
+            _experiments=experiments,  # type: ignore[arg-type]
             **options,
         )
         # Scopes outlive init(); start each case from empty ones.
