@@ -6,21 +6,29 @@ Pure: the twisted.web resource calls these in order (``parse_auth``,
 status and ``{"detail": ..., "causes": [...]}`` body that Sentry Relay answers
 with, so raven and sentry-sdk see the answers they were written against.
 
-Status and detail table (Relay's texts where Relay has one):
+Status and ``detail`` (Relay's texts where Relay has one), then when:
 
-====  ==================================================  =========================
-401   ``missing authorization information``               no auth in any source
-401   ``multiple authorization payloads detected``        two sources disagree
-401   ``bad x-sentry-auth header``                        unparsable auth header
-401   ``bad envelope authentication header``              unusable envelope ``dsn``
-400   ``bad sentry DSN public key``                       key not 32 chars [0-9A-Za-z_-]
-400   ``unsupported protocol version (N)``                ``sentry_version`` above 7
-400   ``empty request body``                              nothing to parse
-400   ``invalid request body``                            bad/truncated compression
-400   ``invalid JSON data``                               JSON unparsable or not an object
-400   ``invalid event envelope``                          envelope framing or headers
-413   ``request body exceeded the size limit``            over the limit, raw or decoded
-====  ==================================================  =========================
+* 401 ``missing authorization information``: no auth in any source.
+* 401 ``multiple authorization payloads detected``: two sources name
+  different keys (or secrets, versions, projects).
+* 401 ``bad x-sentry-auth header``: auth header or query without a key, or a
+  non-numeric version.
+* 401 ``bad envelope authentication header``: an envelope ``dsn`` that is not
+  a DSN with key and project id.
+* 400 ``bad sentry DSN public key``: key not 32 of ``[0-9A-Za-z_-]``.
+* 400 ``unsupported protocol version (N)``: ``sentry_version`` above 7.
+* 400 ``bad project path parameter``: ``/api/<id>/`` not a number.
+* 400 ``empty request body``: nothing to parse.
+* 400 ``invalid request body``: bad, truncated or unknown compression.
+* 400 ``invalid JSON data``: JSON unparsable or not an object.
+* 400 ``invalid event envelope``: broken envelope framing or headers, or the
+  envelope ``dsn`` names another project than the URL.
+* 403 ``event submission rejected with_reason: ProjectId``: unknown key, or a
+  key of another project than the URL's (``authorize``).
+* 413 ``request body exceeded the size limit``: over the limit, as received or
+  while decoding.
+
+The first cause, when there is one, is in ``causes``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -256,6 +264,56 @@ def _merge(first: SentryAuth, other: SentryAuth) -> SentryAuth:
             raise SentryRequestError(401, "multiple authorization payloads detected")
         values[name] = mine if mine is not None else theirs
     return SentryAuth(**values)
+
+
+def authorize(
+    auth: SentryAuth,
+    path_project_id: str | None,
+    projects: Mapping[int, Collection[str]] | None,
+) -> int | None:
+    """The project a request belongs to, checking its key against ``projects``.
+
+    ``path_project_id`` is the ``<project_id>`` URL segment (``None`` on
+    ``/api/store/``); ``projects`` maps project id to its public keys, or is
+    ``None`` to accept any key (the open mode config must allow explicitly).
+
+    Raises:
+        SentryRequestError: 400 bad path or dsn/path mismatch; 403 unknown key
+            or a key of another project.
+    """
+    path_id = None
+    if path_project_id is not None:
+        if not path_project_id.isdigit():
+            raise SentryRequestError(400, "bad project path parameter")
+        path_id = int(path_project_id)
+    if (
+        path_id is not None
+        and auth.project_id is not None
+        and path_id != auth.project_id
+    ):
+        raise SentryRequestError(
+            400,
+            "invalid event envelope",
+            "project id header mismatch between envelope and request",
+        )
+    claimed = path_id if path_id is not None else auth.project_id
+    if projects is None:
+        return claimed
+    key = auth.key.partition(".")[0]
+    owner = next((pid for pid, keys in projects.items() if key in keys), None)
+    if owner is None:
+        raise SentryRequestError(
+            403,
+            "event submission rejected with_reason: ProjectId",
+            "unknown public key",
+        )
+    if claimed is not None and claimed != owner:
+        raise SentryRequestError(
+            403,
+            "event submission rejected with_reason: ProjectId",
+            "project id and key disagree",
+        )
+    return owner
 
 
 def _check_key(key: str) -> None:

@@ -19,6 +19,7 @@ from obsd.codecs.sentry import (
     EnvelopeItem,
     SentryAuth,
     SentryRequestError,
+    authorize,
     decode_body,
     envelope_event_fields,
     error_event_fields,
@@ -762,3 +763,55 @@ class TestItemEventFields:
 def test_event_kinds_are_known() -> None:
     """The kinds the codec produces are the event model's own."""
     assert {events.ERROR, events.SENTRY} <= set(events.KINDS)
+
+
+class TestAuthorize:
+    PROJECTS: ClassVar[dict[int, frozenset[str]]] = {
+        42: frozenset({KEY}),
+        7: frozenset({OTHER_KEY}),
+    }
+
+    @pytest.mark.parametrize(
+        ("auth", "path", "projects", "expected"),
+        [
+            (SentryAuth(KEY), "42", PROJECTS, 42),
+            (SentryAuth(KEY), None, PROJECTS, 42),
+            (SentryAuth(f"{KEY}.no-cache"), "42", PROJECTS, 42),
+            (SentryAuth(KEY, project_id=42), None, PROJECTS, 42),
+            (SentryAuth(KEY), "5", None, 5),
+            (SentryAuth(KEY, project_id=9), None, None, 9),
+            (SentryAuth(KEY), None, None, None),
+        ],
+    )
+    def test_allowed(
+        self,
+        auth: SentryAuth,
+        path: str | None,
+        projects: dict[int, frozenset[str]] | None,
+        expected: int | None,
+    ) -> None:
+        """A listed key gives its project; with no list any key passes."""
+        assert authorize(auth, path, projects) == expected
+
+    @pytest.mark.parametrize(
+        ("auth", "path", "projects", "status", "detail"),
+        [
+            (SentryAuth("9" * 32), "42", PROJECTS, 403, "event submission rejected"),
+            (SentryAuth(OTHER_KEY), "42", PROJECTS, 403, "event submission rejected"),
+            (SentryAuth(KEY, project_id=7), None, PROJECTS, 403, "event submission"),
+            (SentryAuth(KEY), "abc", PROJECTS, 400, "bad project path parameter"),
+            (SentryAuth(KEY, project_id=7), "42", None, 400, "invalid event envelope"),
+        ],
+    )
+    def test_refused(
+        self,
+        auth: SentryAuth,
+        path: str | None,
+        projects: dict[int, frozenset[str]] | None,
+        status: int,
+        detail: str,
+    ) -> None:
+        """Unknown keys, keys of another project and bad paths are refused."""
+        with raises(detail) as info:
+            authorize(auth, path, projects)
+        assert info.value.status == status
