@@ -435,20 +435,20 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 
 def _unbrotli(body: bytes, limit: int) -> bytes:
+    """Decode brotli in bounded steps: the first call takes all input, later ones drain."""
     decompressor = brotli.Decompressor()
     out = bytearray()
     pending = body
     try:
         while True:
-            chunk = decompressor.process(
-                pending, output_buffer_limit=min(limit + 1 - len(out), _INFLATE_CHUNK)
-            )
-            pending = b""
+            room = min(limit + 1 - len(out), _INFLATE_CHUNK)
+            chunk = decompressor.process(pending, output_buffer_limit=room)
             out += chunk
             if len(out) > limit:
                 raise _too_large(limit)
-            if decompressor.can_accept_more_data() or not chunk:
+            if decompressor.is_finished() or (not chunk and not pending):
                 break
+            pending = b""
     except brotli.error as exc:
         raise _bad_body(f"invalid br data: {exc}") from None
     if not decompressor.is_finished():

@@ -243,6 +243,21 @@ class TestDecodeBody:
             decode_body(encode(self.PAYLOAD), encoding, MAX_EVENT_BYTES) == self.PAYLOAD
         )
 
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+    def test_large_body_many_steps(self, encoding: str) -> None:
+        """A body decoding to many times the internal step size comes out whole."""
+        data = bytes(range(256)) * 2000 + b"".join(
+            str(i).encode() for i in range(40000)
+        )
+        encode = {
+            "gzip": gzip.compress,
+            "deflate": zlib.compress,
+            "br": brotli.compress,
+        }
+        body = encode[encoding](data)
+        assert decode_body(body, encoding, len(data)) == data
+        assert decode_body(body, encoding, MAX_EVENT_BYTES) == data
+
     @pytest.mark.parametrize("encoding", [None, "gzip", "deflate", "br"])
     def test_exact_limit_fits(self, encoding: str | None) -> None:
         """A body exactly at the limit is accepted once decoded."""
