@@ -7,7 +7,9 @@
  * 9201-9299, probing "localhost") and takes no node settings, so this launcher
  * uses its API instead: every key=value argument becomes a node setting, which
  * lets the Python fixture choose the port, bind address and disk thresholds.
- * SIGTERM runs the shutdown hook, which closes the node cleanly.
+ * SIGTERM runs the shutdown hook, which closes the node cleanly.  With
+ * -Dobsd.exitOnStdinEof=true the node also exits when its stdin closes, so a
+ * test run that dies without stopping it does not leave a JVM behind.
  */
 import java.util.concurrent.CountDownLatch;
 
@@ -30,6 +32,20 @@ public class ObsdTestNode {
                 closed.countDown();
             }
         }));
+        if (Boolean.getBoolean("obsd.exitOnStdinEof")) {
+            final Thread watch = new Thread(() -> {
+                try {
+                    while (System.in.read() != -1) {
+                        // the parent writes nothing; EOF means it is gone
+                    }
+                } catch (final java.io.IOException e) {
+                    // treat a broken pipe like EOF
+                }
+                System.exit(0);
+            }, "obsd-stdin-watch");
+            watch.setDaemon(true);
+            watch.start();
+        }
         runner.setMaxHttpPort(-1);
         runner.onBuild((index, settings) -> {
             for (int i = 1; i < args.length; i++) {

@@ -1,0 +1,1 @@
+from tests.integration.fixtures.es import es_node  # noqa: F401
