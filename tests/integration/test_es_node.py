@@ -10,6 +10,8 @@ import pytest
 from obsd.codecs import esbulk
 from tests.integration.fixtures.es import EsClient, EsNode
 
+pytestmark = pytest.mark.integration
+
 BLOCK = "index.blocks.read_only_allow_delete"
 
 
@@ -58,7 +60,9 @@ class TestNode:
 
     def test_disk_thresholds_are_off(self, client: EsClient) -> None:
         """Disk watermarks cannot block test indices or lift a test's own block."""
-        status, settings = client.request("GET", "/_cluster/settings?include_defaults=true&flat_settings=true")
+        status, settings = client.request(
+            "GET", "/_cluster/settings?include_defaults=true&flat_settings=true"
+        )
         assert status == 200
         key = "cluster.routing.allocation.disk.threshold_enabled"
         merged = {**settings["defaults"], **settings["persistent"], **settings["transient"]}
@@ -90,7 +94,11 @@ class TestBulk:
         client.raw_bulk(_bulk([_event("m0", n=1)], index), refresh=True)
         _, body = client.raw_bulk(_bulk([_event("m1", n="not-a-number"), _event("m2", n=2)], index))
         bad, good = esbulk.classify_bulk_response(body, 2)
-        assert (bad.result, bad.status, bad.error_type) == (esbulk.REJECT, 400, "mapper_parsing_exception")
+        assert (bad.result, bad.status, bad.error_type) == (
+            esbulk.REJECT,
+            400,
+            "mapper_parsing_exception",
+        )
         assert "failed to parse field [n]" in bad.reason
         assert good.result == esbulk.OK
 
@@ -115,7 +123,7 @@ class TestBulk:
 
 class TestReadOnlyAllowDelete:
     def test_block_answers_429_until_lifted(self, client: EsClient, index: str) -> None:
-        """Under read_only_allow_delete each bulk item is a retryable 429; lifting it lets them in."""
+        """Under read_only_allow_delete each bulk item is a retryable 429; lifting lets them in."""
         client.create_index(index)
         client.put_settings(index, {BLOCK: True})
         lines = _bulk([_event("r1"), _event("r2")], index)
