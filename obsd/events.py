@@ -27,8 +27,9 @@ TAGS: Final = "tags"
 RESERVED: Final = frozenset(
     (ID, KIND, EVENT, LEVEL, TIMESTAMP, RECEIVED_AT, SOURCE, HOST, VALUE, TAGS)
 )
-#: Where a sender's value for a reserved key is kept instead (``data.level``).
-COLLISION_PREFIX: Final = "data."
+#: Where a sender's value for a reserved key is kept instead (``data_level``): not a
+#: dotted name, which Elasticsearch would turn into an object under ``data``.
+COLLISION_PREFIX: Final = "data_"
 
 # Kinds.
 LOG: Final = "log"
@@ -158,7 +159,7 @@ def keep_reserved_safe(fields: dict[str, Any], target: dict[str, Any]) -> None:
     """Copy sender-controlled ``fields`` into ``target`` without overwriting reserved keys.
 
     A reserved key (``level``, ``host``...) in the sender's data is kept as
-    ``data.<key>``; private ``_`` keys from senders are kept as ``data._key``
+    ``data.<key>``; private ``_`` keys from senders are kept as ``data__key``
     so they can never impersonate obsd's own private keys.
     """
     for key, value in fields.items():
