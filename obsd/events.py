@@ -159,7 +159,7 @@ def keep_reserved_safe(fields: dict[str, Any], target: dict[str, Any]) -> None:
     """Copy sender-controlled ``fields`` into ``target`` without overwriting reserved keys.
 
     A reserved key (``level``, ``host``...) in the sender's data is kept as
-    ``data.<key>``; private ``_`` keys from senders are kept as ``data__key``
+    ``data_<key>``; private ``_`` keys from senders are kept as ``data__key``
     so they can never impersonate obsd's own private keys.
     """
     for key, value in fields.items():
