@@ -93,10 +93,11 @@ _MONTHS: Final = {
 }
 
 #: A BSD/RFC 3164 header timestamp, with the variants met in the wild: Cisco
-#: sequence numbers (``91: ``), unsynchronised marks (``*``, ``.``), a year before
+#: sequence numbers (``91: ``, then maybe the origin-id ``router1: ``), unsynchronised marks (``*``, ``.``), a year before
 #: or after the time, fractions, a ``UTC`` zone and a trailing colon.
 _BSD_TS: Final = re.compile(
-    r"(?:(\d{1,10}):\s+)?[*.]?([A-Za-z]{3})\s+(\d{1,2})(?:\s+(\d{4}))?"
+    r"(?:(\d{1,10}):\s+(?:([A-Za-z0-9][\w.-]*):\s+)?)?"
+    r"[*.]?([A-Za-z]{3})\s+(\d{1,2})(?:\s+(\d{4}))?"
     r"\s+(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:\s+(\d{4})(?=\s|$))?"
     r"(?:\s+(UTC|GMT))?:?(?:\s+|$)",
     re.ASCII,
@@ -198,7 +199,7 @@ def parse_rfc5424(
         match = RFC3339.fullmatch(stamp)
         if match is None:
             return None
-        value = iso_epoch(*match.groups(), tz=timezone)
+        value = iso_epoch(match, 1, timezone)
         if value is None:
             out["raw"] = text
         else:
@@ -249,8 +250,9 @@ def parse_rfc3164(
     sequence: str | None = None
     stamped = False
     match = _BSD_TS.match(rest)
-    if match is not None and match.group(2).lower() in _MONTHS:
-        seq, month, day, year, hh, mm, ss, frac, year2, zone = match.groups()
+    origin: str | None = None
+    if match is not None and match.group(3).lower() in _MONTHS:
+        seq, origin, month, day, year, hh, mm, ss, frac, year2, zone = match.groups()
         stamped = True
         sequence = seq
         mo, d, h, mi, s = _MONTHS[month.lower()], int(day), int(hh), int(mm), int(ss)
@@ -267,7 +269,7 @@ def parse_rfc3164(
         if match is not None:
             stamped = True
             sequence = match.group(1)
-            timestamp = iso_epoch(*match.group(2, 3, 4, 5, 6, 7, 8, 9), tz=timezone)
+            timestamp = iso_epoch(match, 2, timezone)
             rest = rest[match.end() :]
     if pri is None and not stamped:
         return None
@@ -278,7 +280,9 @@ def parse_rfc3164(
         else:
             out[TIMESTAMP] = timestamp
         forwarded = _AIX_FORWARDED.match(rest)
-        if forwarded is not None:
+        if origin is not None:
+            out[HOST] = origin
+        elif forwarded is not None:
             out[HOST] = forwarded.group(1)
             rest = rest[forwarded.end() :]
         elif _TAG.match(rest) is None:

@@ -41,6 +41,8 @@ _CACHE_LIMIT: Final = 4096
 _utc_cache: dict[str, int | None] = {}
 #: (timezone, y, m, d, H, M, S) -> UTC epoch seconds, or None.
 _local_cache: dict[tuple[Any, ...], float | None] = {}
+#: "+hh:mm" -> seconds east of UTC, or None.
+_offset_cache: dict[str, int | None] = {}
 #: day number -> UTC year.
 _year_cache: dict[int, int] = {}
 #: How far ahead of the receiver a year-less stamp may be (clock skew, year turn).
@@ -50,11 +52,7 @@ FUTURE_SLACK: Final = 31 * 86400.0
 def _utc_seconds(
     key: str, y: int, mo: int, d: int, h: int, mi: int, s: int
 ) -> int | None:
-    """Epoch seconds of a UTC wall time, cached per second; None if it does not exist."""
-    try:
-        return _utc_cache[key]
-    except KeyError:
-        pass
+    """Epoch seconds of a UTC wall time, stored per second; None if it does not exist."""
     leap = s == 60  # RFC 3339 allows a leap second; count it as the next second
     try:
         datetime.datetime(y, mo, d, h, mi, 59 if leap else s)
@@ -93,36 +91,63 @@ def local_seconds(
 
 def _offset_seconds(offset: str) -> int | None:
     """Seconds east of UTC for ``Z``, ``+hh:mm`` or ``+hhmm``; None if out of range."""
+    try:
+        return _offset_cache[offset]
+    except KeyError:
+        pass
     if offset in ("Z", "z"):
-        return 0
-    hours = int(offset[1:3])
-    minutes = int(offset[-2:])
-    if hours > 23 or minutes > 59:
-        return None
-    seconds = hours * 3600 + minutes * 60
-    return -seconds if offset[0] == "-" else seconds
+        value: int | None = 0
+    else:
+        hours = int(offset[1:3])
+        minutes = int(offset[-2:])
+        if hours > 23 or minutes > 59:
+            value = None
+        else:
+            value = hours * 3600 + minutes * 60
+            if offset[0] == "-":
+                value = -value
+    if len(_offset_cache) >= _CACHE_LIMIT:
+        _offset_cache.clear()
+    _offset_cache[offset] = value
+    return value
 
 
 def fraction(digits: str | None) -> float:
+    """Seconds of a fraction's digits (any number of them)."""
     return float("0." + digits) if digits else 0.0
 
 
-def iso_epoch(
-    y: str, mo: str, d: str, h: str, mi: str, s: str, frac: str | None, offset: str | None,
-    tz: datetime.tzinfo,
-) -> float | None:  # fmt: skip
-    """Epoch of an RFC 3339 stamp's parts; no offset means ``tz``; None if invalid."""
+def iso_epoch(match: re.Match[str], first: int, tz: datetime.tzinfo) -> float | None:
+    """Epoch of an RFC 3339 stamp matched by ``RFC3339`` (``first`` 1) or ``ISO_TS`` (2).
+
+    ``first`` is the group number of the year; the six date-time groups, the
+    fraction and the offset follow it.  No offset means ``tz``; None if the
+    stamp names a time that does not exist.
+    """
+    offset = match.group(first + 7)
+    frac = match.group(first + 6)
     if offset is None:
-        local = local_seconds(tz, int(y), int(mo), int(d), int(h), int(mi), int(s))
-        return None if local is None else local + fraction(frac)
+        y, mo, d, h, mi, s = map(
+            int,
+            match.group(first, first + 1, first + 2, first + 3, first + 4, first + 5),
+        )
+        local = local_seconds(tz, y, mo, d, h, mi, s)
+        return None if local is None else local + (float("0." + frac) if frac else 0.0)
     shift = _offset_seconds(offset)
     if shift is None:
         return None
-    key = f"{y}-{mo}-{d}T{h}:{mi}:{s}"
-    base = _utc_seconds(key, int(y), int(mo), int(d), int(h), int(mi), int(s))
+    key = match.string[match.start(first) : match.end(first + 5)]
+    try:
+        base = _utc_cache[key]
+    except KeyError:
+        y, mo, d, h, mi, s = map(
+            int,
+            match.group(first, first + 1, first + 2, first + 3, first + 4, first + 5),
+        )
+        base = _utc_seconds(key, y, mo, d, h, mi, s)
     if base is None:
         return None
-    return base - shift + fraction(frac)
+    return base - shift + (float("0." + frac) if frac else 0.0)
 
 
 def parse_timestamp_text(text: str, tz: datetime.tzinfo) -> float | None:
@@ -130,7 +155,7 @@ def parse_timestamp_text(text: str, tz: datetime.tzinfo) -> float | None:
     match = ISO_TS.fullmatch(text.strip())
     if match is None or match.group(1) is not None:
         return None
-    return iso_epoch(*match.group(2, 3, 4, 5, 6, 7, 8, 9), tz=tz)
+    return iso_epoch(match, 2, tz)
 
 
 def nearest_year_epoch(
@@ -138,7 +163,7 @@ def nearest_year_epoch(
 ) -> float | None:
     """Epoch of a year-less stamp, by the nearest-year rule.
 
-    Of the receiver's year and the years either side, take the latest that
+    Of the years around the receiver's, take the latest that
     puts the stamp no more than ``FUTURE_SLACK`` ahead of ``received_at``: logs
     are about the past, but a sender's clock may run a little ahead (a
     ``Dec 31`` line received on Jan 1 is last year's; a ``Jan 1`` line
