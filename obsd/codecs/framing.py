@@ -237,7 +237,10 @@ class AutoFramer:
     - an LF at the end of the data so far, or followed by ``<``: LF.
 
     Otherwise it waits for more data, up to ``max_message_size`` bytes, and
-    then falls back to LF.
+    then falls back to LF.  One cut stays ambiguous: if the first chunk of a
+    NUL-framed stream ends right after an LF, the stream is taken as LF-framed
+    (waiting longer would stall a quiet LF sender).  SysLogHandler writes each
+    message with one ``sendall``, so that cut is rare; ``framing = "nul"`` forces it.
     """
 
     __slots__ = ("_buf", "_framer", "_max")
