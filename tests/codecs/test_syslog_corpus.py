@@ -48,7 +48,7 @@ COMPARED = (
 
 def load_cases() -> list[dict[str, Any]]:
     """Every corpus case, upstream ones first."""
-    cases = []
+    cases: list[dict[str, Any]] = []
     for name in CORPUS_FILES:
         with (DATA / name).open(encoding="utf-8") as lines:
             cases.extend(json.loads(line) for line in lines if line.strip())
