@@ -81,8 +81,9 @@ def _parse_value(
                 rate = _number(extra[1:], "sample rate")
                 if rate <= 0.0:
                     raise ParseError(f"sample rate {extra[1:]!r} is not above zero")
-            elif extra[:2] != "c:" and extra[:1] != "T":
-                # DogStatsD's container id (c:) and timestamp (T) fields are ignored.
+            elif extra[:1] != "T":
+                # DogStatsD's timestamp field (T) is ignored.  Its container-id
+                # field (|c:id) cannot be told from a second value (k:1|c:2|c).
                 raise ParseError(f"unexpected field {extra!r}")
     if kind is SET:
         out.append(_new_sample(Sample, (name, text or "0", SET, rate, False, tags)))
