@@ -183,7 +183,9 @@ class StatsdAggregator:
             self._rate_suffix = ""
             self._count_suffix = ""
             self._num_stats = f"{s.prefix_stats}.numStats{s.global_suffix_dot}"
-            self._processing = f"stats.{s.prefix_stats}.processing_time{s.global_suffix_dot}"
+            self._processing = (
+                f"stats.{s.prefix_stats}.processing_time{s.global_suffix_dot}"
+            )
         else:
             root = [s.global_prefix] if s.global_prefix else []
 
@@ -253,7 +255,12 @@ class StatsdAggregator:
         return bad
 
     def _room(self) -> bool:
-        size = len(self._counters) + len(self._timers) + len(self._gauges) + len(self._sets)
+        size = (
+            len(self._counters)
+            + len(self._timers)
+            + len(self._gauges)
+            + len(self._sets)
+        )
         if size >= self.settings.max_metrics:
             self.dropped_metrics += 1
             return False
@@ -308,7 +315,9 @@ class StatsdAggregator:
 
     # -- output --------------------------------------------------------------
 
-    def _timer_stats(self, name: str, values: list[float], count: float) -> list[_TimerStat]:
+    def _timer_stats(
+        self, name: str, values: list[float], count: float
+    ) -> list[_TimerStat]:
         """Etsy's process_metrics for one timer, stat by stat."""
         s = self.settings
         interval = s.flush_interval
@@ -334,13 +343,19 @@ class StatsdAggregator:
                 else:
                     boundary = values[n - in_threshold]
                     before = n - in_threshold - 1
-                    total = cumulative[-1] - (cumulative[before] if before >= 0 else 0.0)
-                    total_sq = cumulative_sq[-1] - (cumulative_sq[before] if before >= 0 else 0.0)
+                    total = cumulative[-1] - (
+                        cumulative[before] if before >= 0 else 0.0
+                    )
+                    total_sq = cumulative_sq[-1] - (
+                        cumulative_sq[before] if before >= 0 else 0.0
+                    )
                 mean = total / in_threshold
             suffix = percentile_suffix(pct)
             out.append(_TimerStat("count_" + suffix, in_threshold))
             out.append(_TimerStat("mean_" + suffix, mean))
-            out.append(_TimerStat(("upper_" if pct > 0 else "lower_") + suffix, boundary))
+            out.append(
+                _TimerStat(("upper_" if pct > 0 else "lower_") + suffix, boundary)
+            )
             out.append(_TimerStat("sum_" + suffix, total))
             out.append(_TimerStat("sum_squares_" + suffix, total_sq))
         total = cumulative[-1]
@@ -403,16 +418,37 @@ class StatsdAggregator:
         counters: list[tuple[Key, float]] = [((name, ()), v) for name, v in internal]
         counters.extend(self._counters.items())
         for (name, tags), value in counters:
-            add(MetricPoint(f"{self._ns_counter}{name}{self._rate_suffix}{suffix}", value / interval, now, tags))
+            add(
+                MetricPoint(
+                    f"{self._ns_counter}{name}{self._rate_suffix}{suffix}",
+                    value / interval,
+                    now,
+                    tags,
+                )
+            )
             if s.flush_counts:
-                add(MetricPoint(f"{self._ns_count}{name}{self._count_suffix}{suffix}", value, now, tags))
+                add(
+                    MetricPoint(
+                        f"{self._ns_count}{name}{self._count_suffix}{suffix}",
+                        value,
+                        now,
+                        tags,
+                    )
+                )
         num_stats = len(counters)
 
         for key, values in self._timers.items():
             name, tags = key
             for stat in self._timer_stats(name, values, self._timer_counts[key]):
                 if self._keep_timer_stat(stat.suffix):
-                    add(MetricPoint(f"{self._ns_timer}{name}.{stat.suffix}{suffix}", stat.value, now, tags))
+                    add(
+                        MetricPoint(
+                            f"{self._ns_timer}{name}.{stat.suffix}{suffix}",
+                            stat.value,
+                            now,
+                            tags,
+                        )
+                    )
             num_stats += 1
 
         for (name, tags), value in self._gauges.items():
@@ -420,7 +456,11 @@ class StatsdAggregator:
         num_stats += len(self._gauges)
 
         for (name, tags), members in self._sets.items():
-            add(MetricPoint(f"{self._ns_set}{name}.count{suffix}", len(members), now, tags))
+            add(
+                MetricPoint(
+                    f"{self._ns_set}{name}.count{suffix}", len(members), now, tags
+                )
+            )
         num_stats += len(self._sets)
 
         add(MetricPoint(self._num_stats, num_stats, now, ()))

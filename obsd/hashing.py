@@ -55,7 +55,9 @@ class ConsistentHashRing:
         hash_type: str = "carbon_ch",
     ) -> None:
         if hash_type not in HASH_TYPES:
-            raise ValueError(f"hash_type must be one of {HASH_TYPES}, not {hash_type!r}")
+            raise ValueError(
+                f"hash_type must be one of {HASH_TYPES}, not {hash_type!r}"
+            )
         self.hash_type = hash_type
         self.replica_count = replica_count
         self.nodes: list[Node] = []

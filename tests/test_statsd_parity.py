@@ -71,7 +71,9 @@ def replay(case: dict[str, Any]) -> list[list[str]]:
         now[0] += settings.flush_interval
         for packet in packets:
             aggregator.ingest(packet.encode())
-        text = encode_plaintext(aggregator.flush(), tags_as_series=settings.graphite_tags)
+        text = encode_plaintext(
+            aggregator.flush(), tags_as_series=settings.graphite_tags
+        )
         out.append([line.rsplit(" ", 1)[0] for line in text.decode().splitlines()])
     return out
 
@@ -95,8 +97,14 @@ class TestCorpus:
 
     def test_differences_are_documented(self) -> None:
         """Every case where obsd differs on purpose is listed in docs/statsd-differences.rst."""
-        doc = (Path(__file__).parent.parent / "docs" / "statsd-differences.rst").read_text()
-        missing = [case["name"] for case in CASES if "obsd_differs" in case and case["name"] not in doc]
+        doc = (
+            Path(__file__).parent.parent / "docs" / "statsd-differences.rst"
+        ).read_text()
+        missing = [
+            case["name"]
+            for case in CASES
+            if "obsd_differs" in case and case["name"] not in doc
+        ]
         assert missing == []
 
 
@@ -116,6 +124,7 @@ class TestParity:
             wrong = {
                 name: (expected[name], actual[name])
                 for name in expected
-                if not any(part in name for part in TIMING_DEPENDENT) and not same_value(expected[name], actual[name])
+                if not any(part in name for part in TIMING_DEPENDENT)
+                and not same_value(expected[name], actual[name])
             }
             assert wrong == {}, f"interval {interval}: (etsy, obsd)"

@@ -123,7 +123,10 @@ def encode_pickle(
     holds at most ``points_per_frame`` points; non-finite values are skipped.
     """
     batch = [
-        (graphite_path(name, tags, prefix, tags_as_series), (int(timestamp), float(value)))
+        (
+            graphite_path(name, tags, prefix, tags_as_series),
+            (int(timestamp), float(value)),
+        )
         for name, value, timestamp, tags in points
         if _finite(value)
     ]

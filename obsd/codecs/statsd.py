@@ -27,7 +27,14 @@ SET: Final = "s"
 
 #: Wire type to obsd type; ``h`` (histogram) and ``d`` (distribution) are
 #: DogStatsD's names for timer-like samples.
-_TYPES: Final = {"c": COUNTER, "ms": TIMER, "g": GAUGE, "s": SET, "h": TIMER, "d": TIMER}
+_TYPES: Final = {
+    "c": COUNTER,
+    "ms": TIMER,
+    "g": GAUGE,
+    "s": SET,
+    "h": TIMER,
+    "d": TIMER,
+}
 
 
 class Sample(NamedTuple):

@@ -59,7 +59,11 @@ class TestParseLine:
             (b"c:1|c|@0.25|#env:prod", ("env:prod",), 0.25),
             (b"c:1|c|#", (), 1.0),
             (b"c:1|c|#a:b:c,,x", ("a:b:c", "x"), 1.0),
-            (b"c:1|c|#env:prod|c:container|T1700000000", ("env:prod|c:container|T1700000000",), 1.0),
+            (
+                b"c:1|c|#env:prod|c:container|T1700000000",
+                ("env:prod|c:container|T1700000000",),
+                1.0,
+            ),
         ],
     )
     def test_tags(self, line: bytes, tags: tuple[str, ...], rate: float) -> None:
@@ -69,7 +73,9 @@ class TestParseLine:
 
     def test_dogstatsd_timestamp_field_ignored(self) -> None:
         """DogStatsD's timestamp field does not make a line bad."""
-        assert parse_statsd_line(b"c:1|c|@0.5|T1700000000") == [sample("c", 1.0, "c", rate=0.5)]
+        assert parse_statsd_line(b"c:1|c|@0.5|T1700000000") == [
+            sample("c", 1.0, "c", rate=0.5)
+        ]
 
     def test_carriage_return(self) -> None:
         """A CRLF line end is accepted."""
@@ -116,14 +122,26 @@ class TestParsePacket:
 
     def test_bad_lines_do_not_cost_good_ones(self) -> None:
         """Good samples beside bad ones, on the same line or others, are all kept."""
-        samples, bad = parse_statsd_packet(b"a:1|c\nbroken\nk:1|c:x|c:2|c\nb:1|zz\nc:3|g")
+        samples, bad = parse_statsd_packet(
+            b"a:1|c\nbroken\nk:1|c:x|c:2|c\nb:1|zz\nc:3|g"
+        )
         assert [s.name for s in samples] == ["a", "k", "k", "c"]
         assert [line for line, _ in bad] == [b"broken", b"k:1|c:x|c:2|c", b"b:1|zz"]
         assert all(reason for _, reason in bad)
 
     @pytest.mark.parametrize(
         "data",
-        [b"", b"\n", b"\xff\xfe", b"|" * 100, b":" * 100, b"a:" + b"|" * 50, b"x:1|c|@ 0.5", b"#|#|#", b"\x00:\x00|c"],
+        [
+            b"",
+            b"\n",
+            b"\xff\xfe",
+            b"|" * 100,
+            b":" * 100,
+            b"a:" + b"|" * 50,
+            b"x:1|c|@ 0.5",
+            b"#|#|#",
+            b"\x00:\x00|c",
+        ],
     )
     def test_never_raises(self, data: bytes) -> None:
         """Any input gives samples and bad lines, never an exception."""

@@ -48,7 +48,9 @@ TIMEOUT = 4 * FLUSH_SECONDS + 5
 
 def _timer_values(name: str, values: list[float], per_packet: int = 100) -> list[str]:
     lines = [f"{name}:{value:g}|ms" for value in values]
-    return ["\n".join(lines[i : i + per_packet]) for i in range(0, len(lines), per_packet)]
+    return [
+        "\n".join(lines[i : i + per_packet]) for i in range(0, len(lines), per_packet)
+    ]
 
 
 TAGS = {"graphite_tags": True}
@@ -57,16 +59,29 @@ CASES: list[dict[str, Any]] = [
     # counters
     {"name": "counter_simple", "flushes": [["gorets:1|c"]]},
     {"name": "counter_sum", "flushes": [["gorets:1|c", "gorets:2|c\ngorets:3|c"]]},
-    {"name": "counter_sample_rate", "flushes": [["gorets:1|c|@0.1", "gorets:1|c|@0.5"]]},
+    {
+        "name": "counter_sample_rate",
+        "flushes": [["gorets:1|c|@0.1", "gorets:1|c|@0.5"]],
+    },
     {"name": "counter_sample_rate_above_one", "flushes": [["c:4|c|@2"]]},
-    {"name": "counter_negative_and_float", "flushes": [["c:-3|c", "c:1.5|c", "c:0.25|c"]]},
+    {
+        "name": "counter_negative_and_float",
+        "flushes": [["c:-3|c", "c:1.5|c", "c:0.25|c"]],
+    },
     {"name": "counter_exponent_and_plus", "flushes": [["c:1e3|c", "d:+2|c"]]},
     {"name": "counter_idle_is_zero", "flushes": [["c:1|c"], []]},
-    {"name": "flush_counts_off", "config": {"flush_counts": False}, "flushes": [["c:5|c"]]},
+    {
+        "name": "flush_counts_off",
+        "config": {"flush_counts": False},
+        "flushes": [["c:5|c"]],
+    },
     # timers
     {"name": "timer_single", "flushes": [["glork:320|ms"]]},
     {"name": "timer_ten_values", "flushes": [_timer_values("t", list(range(1, 11)))]},
-    {"name": "timer_sample_rate", "flushes": [["glork:320|ms|@0.1", "glork:100|ms|@0.5"]]},
+    {
+        "name": "timer_sample_rate",
+        "flushes": [["glork:320|ms|@0.1", "glork:100|ms|@0.5"]],
+    },
     {"name": "timer_fractional_values", "flushes": [["t:0.5|ms\nt:1.25|ms\nt:3|ms"]]},
     {"name": "timer_zero", "flushes": [["t:0|ms"]]},
     {"name": "timer_negative_is_bad", "flushes": [["t:-5|ms", "t:5|ms"]]},
@@ -103,7 +118,10 @@ CASES: list[dict[str, Any]] = [
     },
     {
         "name": "calculated_timer_metrics",
-        "config": {"percentiles": [90], "calculated_timer_metrics": ["mean", "count", "upper_percent"]},
+        "config": {
+            "percentiles": [90],
+            "calculated_timer_metrics": ["mean", "count", "upper_percent"],
+        },
         "flushes": [_timer_values("t", list(range(1, 11)))],
     },
     {
@@ -114,7 +132,9 @@ CASES: list[dict[str, Any]] = [
                 {"metric": "", "bins": [0.5, 2]},
             ]
         },
-        "flushes": [["foo.a:5|ms\nfoo.a:50|ms\nfoo.a:500|ms\nbar:0.1|ms\nbar:1|ms\nbar:9|ms"]],
+        "flushes": [
+            ["foo.a:5|ms\nfoo.a:50|ms\nfoo.a:500|ms\nbar:0.1|ms\nbar:1|ms\nbar:9|ms"]
+        ],
     },
     # gauges
     {"name": "gauge_simple", "flushes": [["gaugor:333|g"]]},
@@ -125,27 +145,58 @@ CASES: list[dict[str, Any]] = [
     {"name": "gauge_delta_across_flushes", "flushes": [["g:7|g"], ["g:+1|g"]]},
     {"name": "gauge_sample_rate_ignored", "flushes": [["g:5|g|@0.5"]]},
     # sets
-    {"name": "set_numbers", "flushes": [["uniques:765|s", "uniques:765|s", "uniques:766|s"]]},
+    {
+        "name": "set_numbers",
+        "flushes": [["uniques:765|s", "uniques:765|s", "uniques:766|s"]],
+    },
     {"name": "set_strings", "flushes": [["users:alice|s\nusers:bob|s\nusers:alice|s"]]},
     {"name": "set_idle_counts_zero", "flushes": [["u:1|s"], []]},
     # lines and packets
     {"name": "several_values_per_line", "flushes": [["k:1|c:2|c", "t:1|ms:2|ms:3|ms"]]},
     {"name": "bad_value_beside_good_ones", "flushes": [["k:1|c:x|c:2|c"]]},
-    {"name": "many_metrics_per_packet", "flushes": [["\n".join(f"m.{i}:{i}|c" for i in range(20))]]},
+    {
+        "name": "many_metrics_per_packet",
+        "flushes": [["\n".join(f"m.{i}:{i}|c" for i in range(20))]],
+    },
     {"name": "empty_lines", "flushes": [["a:1|c\n\n\nb:1|c\n"]]},
     {"name": "crlf_line_ends", "flushes": [["a:1|c\r\nb:2|ms\r\n"]]},
     {"name": "name_sanitised", "flushes": [["my metric/name!:1|c", "a  b:1|c"]]},
     {
         "name": "malformed_lines",
         "flushes": [
-            ["nocolon", "foo:|c", "foo:1", "foo:abc|c", "foo:1|c|@x", "foo:1|c|@-1", "g:abc|g", "good:1|c"]
+            [
+                "nocolon",
+                "foo:|c",
+                "foo:1",
+                "foo:abc|c",
+                "foo:1|c|@x",
+                "foo:1|c|@-1",
+                "g:abc|g",
+                "good:1|c",
+            ]
         ],
     },
     # tags
-    {"name": "tags_counter", "config": TAGS, "flushes": [["page.views:1|c|#env:prod,region:eu"]]},
-    {"name": "tags_timer_gauge_set", "config": TAGS, "flushes": [["lat:10|ms|#env:prod", "temp:20|g|#room:a", "u:x|s|#env:prod"]]},
-    {"name": "tags_with_sample_rate", "config": TAGS, "flushes": [["c:1|c|@0.5|#env:prod"]]},
-    {"name": "tagged_and_untagged_are_distinct", "config": TAGS, "flushes": [["c:1|c", "c:2|c|#env:prod"]]},
+    {
+        "name": "tags_counter",
+        "config": TAGS,
+        "flushes": [["page.views:1|c|#env:prod,region:eu"]],
+    },
+    {
+        "name": "tags_timer_gauge_set",
+        "config": TAGS,
+        "flushes": [["lat:10|ms|#env:prod", "temp:20|g|#room:a", "u:x|s|#env:prod"]],
+    },
+    {
+        "name": "tags_with_sample_rate",
+        "config": TAGS,
+        "flushes": [["c:1|c|@0.5|#env:prod"]],
+    },
+    {
+        "name": "tagged_and_untagged_are_distinct",
+        "config": TAGS,
+        "flushes": [["c:1|c", "c:2|c|#env:prod"]],
+    },
     # namespaces and prefixes
     {
         "name": "legacy_namespace_off",
@@ -168,20 +219,49 @@ CASES: list[dict[str, Any]] = [
     },
     {
         "name": "legacy_namespace_off_empty_prefixes",
-        "config": {"legacy_namespace": False, "global_prefix": "", "prefix_counter": ""},
+        "config": {
+            "legacy_namespace": False,
+            "global_prefix": "",
+            "prefix_counter": "",
+        },
         "flushes": [["c:1|c", "g:1|g"]],
     },
     {
         "name": "legacy_namespace_ignores_prefixes",
-        "config": {"global_prefix": "app", "prefix_counter": "cnt", "prefix_stats": "mystats", "global_suffix": "h"},
+        "config": {
+            "global_prefix": "app",
+            "prefix_counter": "cnt",
+            "prefix_stats": "mystats",
+            "global_suffix": "h",
+        },
         "flushes": [["c:1|c", "t:5|ms"]],
     },
     # deleting idle stats
-    {"name": "delete_idle_stats", "config": {"delete_idle_stats": True}, "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []]},
-    {"name": "delete_counters", "config": {"delete_counters": True}, "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []]},
-    {"name": "delete_timers", "config": {"delete_timers": True}, "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []]},
-    {"name": "delete_gauges", "config": {"delete_gauges": True}, "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []]},
-    {"name": "delete_sets", "config": {"delete_sets": True}, "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []]},
+    {
+        "name": "delete_idle_stats",
+        "config": {"delete_idle_stats": True},
+        "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []],
+    },
+    {
+        "name": "delete_counters",
+        "config": {"delete_counters": True},
+        "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []],
+    },
+    {
+        "name": "delete_timers",
+        "config": {"delete_timers": True},
+        "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []],
+    },
+    {
+        "name": "delete_gauges",
+        "config": {"delete_gauges": True},
+        "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []],
+    },
+    {
+        "name": "delete_sets",
+        "config": {"delete_sets": True},
+        "flushes": [["c:1|c\nt:1|ms\ng:1|g\ns:a|s"], []],
+    },
     {
         "name": "delete_idle_stats_but_keep_gauges",
         "config": {"delete_idle_stats": True, "delete_gauges": False},
@@ -197,7 +277,9 @@ CASES: list[dict[str, Any]] = [
         "name": "crash_on_space_in_sample_rate",
         "flushes": [["x:1|c|@ 0.5", "good:1|c"]],
         "obsd_differs": "Etsy statsd dies (TypeError in its sample-rate regex); obsd reads the rate as 0.5",
-        "obsd": [["stats.x 1", "stats_counts.x 2", "stats.good 0.5", "stats_counts.good 1"]],
+        "obsd": [
+            ["stats.x 1", "stats_counts.x 2", "stats.good 0.5", "stats_counts.good 1"]
+        ],
         "obsd_internal": [{"packets": 2, "lines": 2, "stats": 2}],
     },
     {
@@ -257,7 +339,10 @@ CASES: list[dict[str, Any]] = [
     },
     {
         "name": "fractional_percentile_with_calculated_metrics",
-        "config": {"percentiles": [90, 99.9], "calculated_timer_metrics": ["mean_percent"]},
+        "config": {
+            "percentiles": [90, 99.9],
+            "calculated_timer_metrics": ["mean_percent"],
+        },
         "flushes": [_timer_values("t", list(range(1, 11)))],
         "obsd_differs": "Etsy's calculatedTimerMetrics filter does not recognise mean_99_9 and drops it; "
         "obsd keeps every configured percentile",
@@ -269,7 +354,9 @@ CASES: list[dict[str, Any]] = [
         "config": TAGS,
         "flushes": [["c:1|c|#flag,env:prod"]],
         "obsd_differs": "Etsy sends a bare tag as ;flag, which carbon refuses; obsd sends ;flag=true",
-        "obsd": [["stats.c;env=prod;flag=true 0.5", "stats_counts.c;env=prod;flag=true 1"]],
+        "obsd": [
+            ["stats.c;env=prod;flag=true 0.5", "stats_counts.c;env=prod;flag=true 1"]
+        ],
         "obsd_internal": [{"packets": 1, "lines": 1, "stats": 1}],
     },
     {
@@ -290,8 +377,15 @@ def _internal(
     """obsd's own lines for a default-config interval (numStats counts the 3 counters and the lag gauge)."""
     assert legacy
     out = []
-    for name, value in (("bad_lines_seen", bad), ("packets_received", packets), ("metrics_received", lines)):
-        out += [f"stats.statsd.{name} {value / FLUSH_SECONDS:g}", f"stats_counts.statsd.{name} {value}"]
+    for name, value in (
+        ("bad_lines_seen", bad),
+        ("packets_received", packets),
+        ("metrics_received", lines),
+    ):
+        out += [
+            f"stats.statsd.{name} {value / FLUSH_SECONDS:g}",
+            f"stats_counts.statsd.{name} {value}",
+        ]
     return [
         *out,
         "stats.gauges.statsd.timestamp_lag 0",
@@ -318,17 +412,25 @@ def _timer_lines(name: str, values: list[float], pcts: list[float]) -> list[str]
         out += [
             f"stats.timers.{name}.count_{tag} {k}",
             f"stats.timers.{name}.mean_{tag} {_number(sum(chosen) / k)}",
-            f"stats.timers.{name}.{'upper' if pct > 0 else 'lower'}_{tag} "
-            f"{_number(chosen[-1] if pct > 0 else chosen[0])}",
+            (
+                f"stats.timers.{name}.{'upper' if pct > 0 else 'lower'}_{tag} "
+                f"{_number(chosen[-1] if pct > 0 else chosen[0])}"
+            ),
             f"stats.timers.{name}.sum_{tag} {_number(sum(chosen))}",
             f"stats.timers.{name}.sum_squares_{tag} {_number(sum(v * v for v in chosen))}",
         ]
     std = (sum((v - mean) ** 2 for v in values) / n) ** 0.5
     median = values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
     for stat, value in (
-        ("std", std), ("upper", values[-1]), ("lower", values[0]), ("count", n),
-        ("count_ps", n / FLUSH_SECONDS), ("sum", sum(values)), ("sum_squares", sum(v * v for v in values)),
-        ("mean", mean), ("median", median),
+        ("std", std),
+        ("upper", values[-1]),
+        ("lower", values[0]),
+        ("count", n),
+        ("count_ps", n / FLUSH_SECONDS),
+        ("sum", sum(values)),
+        ("sum_squares", sum(v * v for v in values)),
+        ("mean", mean),
+        ("median", median),
     ):
         out.append(f"stats.timers.{name}.{stat} {_number(value)}")
     return out
@@ -349,7 +451,9 @@ def _obsd_expected(case: dict[str, Any]) -> list[list[str]] | None:
             values = [float(v) for v in values_text.split(",")]
             user = _timer_lines(name, values, [float(pct)])
         packets = len(case["flushes"][0])
-        lines = sum(len([line for line in p.split("\n") if line]) for p in case["flushes"][0])
+        lines = sum(
+            len([line for line in p.split("\n") if line]) for p in case["flushes"][0]
+        )
         return [user + _internal(packets=packets, lines=lines, stats=1)]
     return [
         user + _internal(**internal)
@@ -364,17 +468,30 @@ def install(statsd_dir: Path) -> Path:
     """Install the pinned statsd into ``statsd_dir`` (once) and return its package directory."""
     package = statsd_dir / "node_modules" / "statsd"
     manifest = package / "package.json"
-    if not manifest.exists() or json.loads(manifest.read_text())["version"] != STATSD_VERSION:
+    if (
+        not manifest.exists()
+        or json.loads(manifest.read_text())["version"] != STATSD_VERSION
+    ):
         statsd_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["npm", "install", "--prefix", str(statsd_dir), "--no-audit", "--no-fund",
-             "--ignore-scripts", f"statsd@{STATSD_VERSION}"],
+            [
+                "npm",
+                "install",
+                "--prefix",
+                str(statsd_dir),
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                f"statsd@{STATSD_VERSION}",
+            ],
             check=True,
         )
     return package
 
 
-def etsy_config(config: dict[str, Any], port: int, mgmt_port: int, graphite_port: int) -> dict[str, Any]:
+def etsy_config(
+    config: dict[str, Any], port: int, mgmt_port: int, graphite_port: int
+) -> dict[str, Any]:
     """Translate a case's obsd config into Etsy statsd's config object."""
     graphite: dict[str, Any] = {}
     etsy: dict[str, Any] = {
@@ -472,8 +589,10 @@ def record_case(package: Path, case: dict[str, Any]) -> dict[str, Any]:
         stderr_path = Path(tmp, "stderr")
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
-                ["node", "stats.js", str(config_path)], cwd=package,
-                stdout=subprocess.DEVNULL, stderr=stderr,
+                ["node", "stats.js", str(config_path)],
+                cwd=package,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
         try:
             capture.flushes.get(timeout=TIMEOUT)  # the empty first flush
@@ -500,7 +619,9 @@ def record_case(package: Path, case: dict[str, Any]) -> dict[str, Any]:
             capture.close()
         result["etsy"] = etsy
         if etsy is None:
-            error = [line for line in stderr_path.read_text().splitlines() if "Error" in line]
+            error = [
+                line for line in stderr_path.read_text().splitlines() if "Error" in line
+            ]
             result["etsy_crashed"] = error[0] if error else "exited"
     if "obsd_differs" in case:
         result["obsd_differs"] = case["obsd_differs"]
@@ -512,13 +633,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--statsd-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--only", help="record only the case with this name (others kept)")
+    parser.add_argument(
+        "--only", help="record only the case with this name (others kept)"
+    )
     args = parser.parse_args()
     package = install(args.statsd_dir)
     todo = [case for case in CASES if args.only in (None, case["name"])]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        recorded = {case["name"]: case for case in pool.map(lambda c: record_case(package, c), todo)}
-    previous = json.loads(OUTPUT.read_text())["cases"] if args.only and OUTPUT.exists() else []
+        recorded = {
+            case["name"]: case
+            for case in pool.map(lambda c: record_case(package, c), todo)
+        }
+    previous = (
+        json.loads(OUTPUT.read_text())["cases"] if args.only and OUTPUT.exists() else []
+    )
     by_name = {case["name"]: case for case in previous} | recorded
     cases = [by_name[case["name"]] for case in CASES if case["name"] in by_name]
     document = {
@@ -527,7 +655,10 @@ def main() -> int:
         "cases": cases,
     }
     OUTPUT.write_text(json.dumps(document, indent=1) + "\n")
-    print(f"recorded {len(recorded)} cases into {os.path.relpath(OUTPUT)}", file=sys.stderr)
+    print(
+        f"recorded {len(recorded)} cases into {os.path.relpath(OUTPUT)}",
+        file=sys.stderr,
+    )
     return 0
 
 
