@@ -53,6 +53,10 @@ class Sample(NamedTuple):
     tags: tuple[str, ...]
 
 
+#: Types whose value is a number and that take the packet parser's fast path.
+_FAST_TYPES: Final = {"c": COUNTER, "ms": TIMER, "g": GAUGE, "h": TIMER, "d": TIMER}
+_NAN: Final = float("nan")
+
 _new_sample = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 _NO_TAGS: Final[tuple[str, ...]] = ()
 
@@ -175,6 +179,27 @@ def parse_statsd_packet_into(
             continue
         if text[-1] == "\r":
             text = text[:-1]
+        # Fast path for the common ``name:number|c|ms|g``; anything else, or
+        # anything doubtful, goes through the full parser below.
+        name, _, rest = text.partition(":")
+        value_text, _, type_text = rest.partition("|")
+        kind = _FAST_TYPES.get(type_text)
+        if kind is not None and name and "|" not in name:
+            try:
+                value = float(value_text)
+            except ValueError:
+                value = _NAN
+            if (
+                value - value == 0.0
+                and (value >= 0.0 or kind is not TIMER)
+                and "_" not in value_text
+                and value_text.isascii()
+            ):
+                delta = kind is GAUGE and value_text[0] in "+-"
+                out.append(
+                    _new_sample(Sample, (name, value, kind, 1.0, delta, _NO_TAGS))
+                )
+                continue
         try:
             _parse_line_into(text, out, reasons)
         except Exception as error:  # noqa: BLE001 - a bad line must never cost the others

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from obsd.codecs.statsd import Sample, parse_statsd_line, parse_statsd_packet
 from obsd.errors import ParseError
@@ -148,3 +150,28 @@ class TestParsePacket:
         samples, bad = parse_statsd_packet(data)
         assert isinstance(samples, list)
         assert isinstance(bad, list)
+
+
+class TestFastPathAgrees:
+    @given(
+        st.text(alphabet="ab.:|@#,+-_ 019eE\r", max_size=24)
+        | st.from_regex(
+            r"[a-z.]{1,8}:[-+]?[0-9.]{1,6}\|(c|ms|g|h|d|s)(\|@0\.[1-9])?",
+            fullmatch=True,
+        )
+    )
+    @settings(max_examples=400, deadline=None)
+    def test_packet_matches_line(self, line: str) -> None:
+        """The packet parser's fast path gives exactly what the full line parser gives."""
+        data = line.encode()
+        samples, bad = parse_statsd_packet(data)
+        if not data.strip(b"\r"):
+            return
+        if "\n" in line:
+            return
+        try:
+            expected = parse_statsd_line(data)
+        except ParseError:
+            assert bad
+        else:
+            assert (samples, bad) == (expected, [])
