@@ -61,7 +61,6 @@ class TestWriteAhead:
         success_result_of(durable)  # waiting for durability forces a write
         segments = list((tmp_path / "spool" / "capture").glob("*.seg"))
         assert segments and b"e000" in segments[0].read_bytes()
-        out.results[0].cancel() if out.results else None
         stop(out, clock)
 
 
@@ -95,7 +94,7 @@ class TestReplay:
         one delivered after it may (at least once; outputs dedupe by event id)."""
         clock = Clock()
         out = make(clock, tmp_path)
-        out.results = [SendResult(retry=[1])] + [defer.Deferred()]
+        out.results = [SendResult(retry=[1]), defer.Deferred()]
         for i in range(3):
             out.accept(ev(i))
         clock.advance(0.5)
@@ -163,4 +162,31 @@ class TestLimits:
         clock.advance(1)  # the sync sees 8 > 5 stored
         out.accept(ev(8))
         assert out.context.telemetry.value("obsd.output.capture.dropped.full") == 1
+        stop(out, clock)
+
+    def test_drop_oldest_deletes_the_oldest_segment(self, tmp_path: Path) -> None:
+        """Past max_bytes on disk, drop_oldest gives up the oldest segment, counted as full."""
+        clock = Clock()
+        out = make(clock, tmp_path, max_bytes=4096, segment_bytes=4096, when_full="drop_oldest",
+                   memory_events=5)
+        out.results = [defer.Deferred()]  # the first batch hangs: nothing is delivered
+        for i in range(120):  # about 9 KB of records: three segments
+            out.accept(ev(i))
+            if i % 40 == 39:
+                clock.advance(1)
+        dropped = out.context.telemetry.value("obsd.output.capture.dropped.full")
+        assert dropped > 0
+        assert out.queues[""].buffer.disk_bytes <= 3 * 4096
+        stop(out, clock)
+
+    def test_block_pauses_inputs_past_the_high_watermark(self, tmp_path: Path) -> None:
+        """A disk queue filling up asks the stream inputs to pause, like a memory one."""
+        clock = Clock()
+        out = make(clock, tmp_path, max_events=10, when_full="block", memory_events=5)
+        out.results = [defer.Deferred()]
+        for i in range(9):
+            out.accept(ev(i))
+        clock.advance(1)
+        out.accept(ev(9))
+        assert out.context.flow_control.congested
         stop(out, clock)
