@@ -132,12 +132,14 @@ class _Counters:
     rejected: Callable[[int], Counter]
 
 
-def _headers(request: Request) -> dict[str, str]:
-    return {
-        name.decode("latin-1"): values[0].decode("latin-1")
-        for name, values in request.requestHeaders.getAllRawHeaders()
-        if values
-    }
+def _auth_headers(request: Request) -> dict[str, str]:
+    """The two headers auth may come in (``parse_auth`` reads no others)."""
+    found = {}
+    for name in (b"x-sentry-auth", b"authorization"):
+        values = request.requestHeaders.getRawHeaders(name)
+        if values:
+            found[name.decode()] = values[0].decode("latin-1")
+    return found
 
 
 def _header(request: Request, name: bytes) -> str | None:
@@ -271,7 +273,7 @@ class SentryIngestResource(Resource):
     def _ingest_request(
         self, request: Request, endpoint: str, path_project: str | None
     ) -> dict[str, Any]:
-        headers = _headers(request)
+        headers = _auth_headers(request)
         content_type = (_header(request, b"content-type") or "").partition(";")[0].strip()
         is_envelope = endpoint == "envelope" or content_type == codec.ENVELOPE_CONTENT_TYPE
         limit = self._config.max_envelope_bytes if is_envelope else self._config.max_event_bytes
