@@ -112,7 +112,10 @@ async def _load(
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     warm: list[float] = []
-    await _connection(port, request, time.perf_counter() + 5, [min(50, count)], warm, {})
+    warm_statuses: dict[int, int] = {}
+    await _connection(
+        port, request, time.perf_counter() + 5, [min(50, count)], warm, warm_statuses
+    )
     budget = [count]
     start = time.perf_counter()
     deadline = start + seconds
@@ -137,6 +140,7 @@ async def _load(
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "statuses": {str(k): v for k, v in statuses.items()},
+        "warmup_ok": warm_statuses.get(200, 0),
     }
 
 
@@ -267,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     # alternate the two servers, and the median round, keep the ratio fair.
     count, seconds, rounds = (300, 5.0, 1) if args.quick else (6_000, 4.0, 5)
     rows: list[tuple[str, str, dict[str, Any]]] = []
+    answered_ok = 0  # obsd's 200s: each must be one event in events.jsonl
     with tempfile.TemporaryDirectory(prefix="bench-sentry-") as tmp:
         workdir = Path(tmp)
         profile = workdir / "obsd.prof" if args.profile else None
@@ -283,20 +288,26 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 for server, _ in servers:
                     rows.append((name, server, median_round(results[server])))
+                answered_ok += sum(
+                    r["statuses"].get("200", 0) + r["warmup_ok"] for r in results["obsd"]
+                )
         finally:
             stop(bare)
             stop(obsd)
-        accepted = sum(  # events.jsonl and its rotated files
+        written = sum(  # events.jsonl and its rotated files
             sum(1 for _ in path.open("rb")) for path in (workdir / "data").glob("events.jsonl*")
         )
         print_table(rows, args.connections)
-        print(f"events written by obsd: {accepted}")
+        print(f"events written by obsd: {written} for {answered_ok} requests answered 200")
         if profile is not None and profile.exists():
             stats = pstats.Stats(str(profile))
             print("\nobsd profile (own time, top 15):")
             stats.sort_stats("tottime").print_stats(15)
             print("obsd's own functions (cumulative, top 15):")
             stats.sort_stats("cumulative").print_stats(r"/obsd/", 15)
+    if written != answered_ok:
+        print("obsd answered 200 for a different number of events than it wrote")
+        return 1
     failed = [r for r in rows if set(r[2]["statuses"]) != {"200"} or not r[2]["requests"]]
     if failed:
         print(f"non-200 answers: {[(r[0], r[1], r[2]['statuses']) for r in failed]}")

@@ -27,4 +27,4 @@ class TestBenchSentryQuick:
         rows = [line for line in result.stdout.splitlines() if line.startswith(("raven", "sdk"))]
         assert len(rows) == 4
         assert {row.split()[-6] for row in rows} == {"obsd", "twisted.web"}
-        assert "events written by obsd: 700" in result.stdout
+        assert "events written by obsd: 700 for 700 requests answered 200" in result.stdout
