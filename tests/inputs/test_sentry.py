@@ -51,7 +51,7 @@ class Capture:
 class Harness:
     """A mounted resource, its client and what came out."""
 
-    http: StubTreq
+    http: Any  # StubTreq: its HTTP methods are made at runtime
     capture: Capture
     telemetry: Telemetry
     flow: FlowControl

@@ -211,8 +211,9 @@ class TestRaven:
         logger.addHandler(handler)
         try:
             logger.error("invoice %s failed for %s", "INV-9", "acme")
+            orders: dict[str, int] = {}
             try:
-                {}["missing"]
+                orders["missing"]
             except KeyError:
                 logger.exception("lookup failed")
         finally:
