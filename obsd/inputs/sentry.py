@@ -36,6 +36,8 @@ _CORS_ALLOW_HEADERS = (
     b"authentication, authorization, sentry-trace, baggage"
 )
 _CORS_EXPOSE_HEADERS = b"x-sentry-error, x-sentry-rate-limits, retry-after"
+#: Envelope items that are one event each, held to ``max_event_bytes`` (Relay's max_event_size).
+_EVENT_ITEMS = frozenset({"event", "transaction", "security", "raw_security", "user_report"})
 #: A public key as Relay accepts it (the DSN's user part).
 _KEY = re.compile(r"[0-9A-Za-z_-]{32}")
 
@@ -257,6 +259,15 @@ class SentryIngestResource(Resource):
                 )
             request.setHeader(b"x-sentry-error", exc.detail.encode("utf-8", "replace"))
             return self._json(request, exc.status, exc.body())
+        except Exception as exc:  # noqa: BLE001 - a bug must not cost the client a Relay answer
+            self._count.rejected(500).inc()
+            self._throttle.error(
+                "sentry:500",
+                "sentry request failed inside obsd",
+                error=repr(exc),
+                path=request.path.decode("latin-1", "replace"),
+            )
+            return self._json(request, 500, {"detail": "internal server error"})
 
     @staticmethod
     def _route(segments: list[str]) -> tuple[str, str | None]:
@@ -285,6 +296,7 @@ class SentryIngestResource(Resource):
             if path_project is not None and not path_project.isdigit():
                 raise codec.SentryRequestError(400, "bad project path parameter")
             envelope = codec.parse_envelope(codec.decode_body(body, encoding, limit))
+            self._check_items(envelope)
             auth = codec.parse_auth(headers, query, envelope.dsn)
             project_id = codec.authorize(auth, path_project, self._projects)
             fields = codec.envelope_event_fields(envelope, project_id)
@@ -315,6 +327,17 @@ class SentryIngestResource(Resource):
         }
         self._emit(fields, raw)
         return {"id": answer_id} if answer_id else {}
+
+    def _check_items(self, envelope: codec.Envelope) -> None:
+        """An event or transaction item over ``max_event_bytes`` refuses the envelope, as Relay."""
+        limit = self._config.max_event_bytes
+        for item in envelope.items:
+            if item.type in _EVENT_ITEMS and len(item.payload) > limit:
+                raise codec.SentryRequestError(
+                    413,
+                    "request body exceeded the size limit",
+                    f"{item.type} item over {limit} bytes",
+                )
 
     def _read_body(self, request: Request, limit: int) -> bytes:
         """The body as received, refused with 413 past ``limit`` (before reading it)."""

@@ -414,6 +414,27 @@ class TestBadRequests:
         )
         assert harness.count("rejected.403") == 1
 
+    def test_event_item_over_event_limit(self) -> None:
+        """An envelope's event item over max_event_bytes refuses the envelope with 413."""
+        harness = make_harness(max_event_bytes=2048)
+        body = envelope(({"type": "event"}, store_body(extra={"blob": "x" * 4096})))
+        status, answer, _ = harness.post("/api/3/envelope/", body, {"X-Sentry-Auth": AUTH})
+        assert (status, answer["causes"]) == (413, ["event item over 2048 bytes"])
+        assert harness.capture.events == []
+
+    def test_unexpected_error_is_a_json_500(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug in parsing answers 500 with a detail and is counted, not a Twisted error page."""
+
+        def broken(*_args: Any) -> Any:
+            raise KeyError("bug")
+
+        monkeypatch.setattr(sentry.codec, "error_event_fields", broken)
+        status, answer, _ = harness.post("/api/3/store/", store_body(), {"X-Sentry-Auth": AUTH})
+        assert (status, answer) == (500, {"detail": "internal server error"})
+        assert harness.count("rejected.500") == 1
+
     def test_declared_length_over_limit_refused_unread(self) -> None:
         """A Content-Length over max_event_bytes is refused with 413 before decoding."""
         harness = make_harness(max_event_bytes=2048)
