@@ -56,6 +56,7 @@ class Harness:
     telemetry: Telemetry
     flow: FlowControl
     clock: Clock
+    root: HttpRoot
 
     def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None
@@ -71,7 +72,7 @@ class Harness:
         return self.telemetry.value(f"obsd.input.sentry.{what}")
 
 
-def make_harness(**settings: Any) -> Harness:
+def make_harness(mount_first: Any = None, **settings: Any) -> Harness:
     """Build the input from config settings the way topology does."""
     problems = Problems()
     config = build(sentry.Config, {"type": "sentry", **settings}, "inputs.sentry", problems)
@@ -82,6 +83,8 @@ def make_harness(**settings: Any) -> Harness:
     flow = FlowControl()
     chain = build_chain("testhost", clock.seconds, [], lambda: None, lambda *a: None)
     root = HttpRoot()
+    if mount_first is not None:
+        root.mount(("api", "obsd", "v1", "events"), mount_first)
     context = InputContext(
         name="sentry",
         reactor=clock,
@@ -93,7 +96,7 @@ def make_harness(**settings: Any) -> Harness:
         config=ObsdConfig(http=HttpConfig(listen=["tcp:0:interface=127.0.0.1"])),
     )
     sentry.build_input("sentry", config, context)
-    return Harness(StubTreq(root), capture, telemetry, flow, clock)
+    return Harness(StubTreq(root), capture, telemetry, flow, clock, root)
 
 
 @pytest.fixture(name="harness")
@@ -195,6 +198,20 @@ class TestRecordedClients:
 
 
 class TestEndpoints:
+    @pytest.mark.parametrize("relay_first", [True, False])
+    def test_deeper_mounts_still_resolve(self, relay_first: bool) -> None:
+        """A resource mounted under /api/obsd/ (the relay input) is reached, in either order."""
+        from obsd.web import JsonResource
+
+        relay = JsonResource(lambda: {"relay": True})
+        harness = make_harness(mount_first=relay if relay_first else None)
+        if not relay_first:
+            harness.root.mount(("api", "obsd", "v1", "events"), relay)
+        response = success_result_of(harness.http.get(f"{BASE}/api/obsd/v1/events"))
+        assert success_result_of(harness.http.json_content(response)) == {"relay": True}
+        status, _, _ = harness.post("/api/3/store/", store_body(), {"X-Sentry-Auth": AUTH})
+        assert status == 200
+
     def test_store_without_project_in_path(self, harness: Harness) -> None:
         """POST /api/store/ takes the project from the key (none in open mode)."""
         status, answer, _ = harness.post("/api/store/", store_body(), {"X-Sentry-Auth": AUTH})
