@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-INPUT_MODULES: dict[str, str] = {}
+INPUT_MODULES: dict[str, str] = {
+    "sentry": "obsd.inputs.sentry",
+}
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
