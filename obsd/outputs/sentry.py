@@ -482,6 +482,8 @@ class SentryOutput(Output):
 
     def _release(self) -> None:
         """Put records whose categories are free again back on their queue."""
+        if self._release_call is not None and self._release_call.active():
+            self._release_call.cancel()  # called directly (at stop), not by the timer
         self._release_call = None
         now = self.context.clock.seconds()
         waiting: list[_Held] = []
