@@ -13,6 +13,9 @@ kept).  The body is byte for byte the one received, except when it must change:
   and Sentry refuses two keys, so that header line is rewritten to the
   upstream's public DSN; the items stay byte for byte, and the body is
   compressed again with the client's encoding;
+  (The ``trace`` header's ``public_key``, which only steers dynamic sampling,
+  is left as the client wrote it: rewriting it would re-serialise every
+  sentry-sdk envelope.)
 * an envelope some of whose item categories the upstream rate-limits: it is
   split into the items that go now and the items that wait (see below).
 
@@ -41,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
+from treq.content import content as read_content
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
@@ -595,7 +599,7 @@ class SentryOutput(Output):
             status, first(b"x-sentry-rate-limits"), first(b"retry-after"), now
         )
         self._apply_limits(limits, now)
-        d = self._http.content(response)
+        d = read_content(response)
 
         def judged(content: bytes) -> tuple[str, str, float | None]:
             text = content.decode("utf-8", "replace")[:MAX_ANSWER_CHARS]
