@@ -599,7 +599,6 @@ class SentryOutput(Output):
             status, first(b"x-sentry-rate-limits"), first(b"retry-after"), now
         )
         self._apply_limits(limits, now)
-        d = read_content(response)
 
         def judged(content: bytes) -> tuple[str, str, float | None]:
             text = content.decode("utf-8", "replace")[:MAX_ANSWER_CHARS]
@@ -619,8 +618,7 @@ class SentryOutput(Output):
                 return ("retry", f"upstream answered {status}", asked)
             return ("reject", f"upstream answered {status}: {text}", None)
 
-        d.addCallback(judged)
-        return d  # type: ignore[no-any-return]
+        return read_content(response).addCallback(judged)
 
     @staticmethod
     def _failed(failure: Failure) -> tuple[str, str, float | None]:
