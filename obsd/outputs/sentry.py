@@ -622,7 +622,10 @@ class SentryOutput(Output):
 
     @staticmethod
     def _failed(failure: Failure) -> tuple[str, str, float | None]:
-        if failure.check(defer.CancelledError):
+        reasons = getattr(failure.value, "reasons", None) or []  # ResponseNeverReceived
+        if failure.check(defer.CancelledError) or any(
+            isinstance(r, Failure) and r.check(defer.CancelledError) for r in reasons
+        ):
             return ("retry", "upstream request timed out", None)
         return ("retry", failure.getErrorMessage() or repr(failure.value), None)
 

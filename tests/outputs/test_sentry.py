@@ -14,7 +14,7 @@ from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.codecs.sentry import decode_body, parse_envelope
@@ -67,6 +67,32 @@ class RecordingUpstream(Resource):
         for name, value in answer.headers.items():
             request.setHeader(name, value)
         return answer.body
+
+
+class HangingUpstream(Resource):
+    """Never answers: every request stays open until the client gives up."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Request] = []
+
+    def render_POST(self, request: Request) -> int:
+        self.pending.append(request)
+        return NOT_DONE_YET
+
+
+class PendingHttp:
+    """An HTTP client whose requests are never answered."""
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred[Any]] = []
+
+    def post(self, url: str, **kw: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.pending.append(d)
+        return d
 
 
 class FailingHttp:
@@ -340,6 +366,61 @@ class TestAnswers:
         assert "invalid event envelope" in letter["reason"]
         assert out.context.telemetry.value("obsd.output.sentry.rejected") == 1
         assert len(upstream.seen) == 1
+
+    def test_429_for_other_categories_retries(
+        self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
+    ) -> None:
+        """A 429 whose limits name none of the record's categories retries it after Retry-After."""
+        out = make(clock, tmp_path, upstream, retry_initial=0.1)
+        upstream.answers = [
+            Answer(429, {"X-Sentry-Rate-Limits": "60:transaction:key", "Retry-After": "5"})
+        ]
+        out.accept(report(envelope("event")))
+        clock.advance(0)
+        clock.advance(4.9)
+        assert len(upstream.seen) == 1
+        clock.advance(0.1)
+        assert len(upstream.seen) == 2
+        assert counter(out, "held") == 0
+
+    def test_hold_list_bounded(
+        self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
+    ) -> None:
+        """Past max_held the oldest held record is dead-lettered and counted, never lost."""
+        out = make(clock, tmp_path, upstream, max_held=2)
+        upstream.answers = [Answer(429, {"Retry-After": "60"})]
+        for _ in range(4):
+            out.accept(report(envelope("event")))
+            clock.advance(0)
+        assert counter(out, "held") == 2
+        assert counter(out, "dropped.rate_limited") == 2
+        letters = dead_letters(tmp_path)
+        assert [letter["reason"] for letter in letters] == ["rate-limit hold list full"] * 2
+        assert letters[0]["event"]["endpoint"] == "envelope"
+        assert json.loads(letters[0]["event"]["body"].partition("\n")[0]) == {
+            "event_id": "a" * 32
+        }
+
+    def test_timeout_retried(self, clock: Clock, tmp_path: Path) -> None:
+        """A request unanswered for request_timeout is cancelled and retried."""
+        hanging = HangingUpstream()
+        out = make(clock, tmp_path, hanging, request_timeout=5.0, retry_initial=1.0)
+        out.accept(report(envelope("event")))
+        clock.advance(0)
+        assert len(hanging.pending) == 1
+        clock.advance(5.0)
+        assert out.health()["destinations"]["default"]["last_error"] == "upstream request timed out"
+        clock.advance(1.0)
+        assert len(hanging.pending) == 2
+
+    def test_max_in_flight(self, clock: Clock, tmp_path: Path) -> None:
+        """No more than max_in_flight requests are open at once."""
+        http = PendingHttp()
+        out = make(clock, tmp_path, http=http, max_in_flight=3)
+        for _ in range(10):
+            out.accept(report(envelope("event")))
+        clock.advance(0)
+        assert len(http.pending) == 3
 
     def test_held_dead_lettered_at_stop(
         self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
