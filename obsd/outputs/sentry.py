@@ -177,6 +177,13 @@ def decode_record(record: bytes) -> Any:
     return header
 
 
+def _text(value: Any) -> str:
+    """A header value kept by the ingest as text (bytes from twisted.web decoded)."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return "" if value is None else str(value)
+
+
 @attrs.define
 class _Held:
     key: str
@@ -386,14 +393,14 @@ class SentryOutput(Output):
         body = raw["body"]
         if isinstance(body, str):
             body = body.encode("utf-8")
-        encoding = str(raw.get("content_encoding") or "")
+        encoding = _text(raw.get("content_encoding"))
         endpoint = "envelope" if raw.get("endpoint") == "envelope" else "store"
         auth = raw.get("auth") or {}
         header: dict[str, Any] = {
             "endpoint": endpoint,
-            "content_type": str(raw.get("content_type") or ""),
+            "content_type": _text(raw.get("content_type")),
             "content_encoding": encoding,
-            "client": auth.get("sentry_client") or None,
+            "client": _text(auth.get("sentry_client")) or None,
             "project_id": raw.get("project_id"),
             "id": event.get(events.ID),
         }
@@ -628,6 +635,16 @@ class SentryOutput(Output):
         ):
             return ("retry", "upstream request timed out", None)
         return ("retry", failure.getErrorMessage() or repr(failure.value), None)
+
+    def health(self) -> dict[str, Any]:
+        """The queues' health, plus what waits for upstream rate limits and until when."""
+        report = super().health()
+        now = self.context.clock.seconds()
+        report["held"] = len(self._held)
+        report["rate_limited_until"] = {
+            category or "all": until for category, until in self._limits.items() if until > now
+        }
+        return report
 
     # -- stop --------------------------------------------------------------------
 

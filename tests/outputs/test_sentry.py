@@ -190,6 +190,18 @@ class TestForwarding:
         assert IN_KEY not in json.dumps(seen.headers)
         assert counter(out, "forwarded") == 1
 
+    def test_client_from_user_agent_bytes(
+        self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
+    ) -> None:
+        """A client name the ingest kept as bytes (a User-Agent header) is still sent as text."""
+        out = make(clock, tmp_path, upstream)
+        event = report(envelope("event"))
+        event["_sentry_raw"]["auth"]["sentry_client"] = b"sentry.javascript.browser/8.0"
+        out.accept(event)
+        clock.advance(0)
+        (seen,) = upstream.seen
+        assert seen.headers["x-sentry-auth"].endswith("sentry_client=sentry.javascript.browser/8.0")
+
     def test_envelope_without_dsn_byte_identical(
         self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
     ) -> None:
@@ -271,6 +283,8 @@ class TestAnswers:
         ]
         assert counter(out, "rate_limited.transaction") == 2
         assert counter(out, "held") == 2
+        assert out.health()["held"] == 2
+        assert out.health()["rate_limited_until"] == {"transaction": 60.0}
         clock.advance(59)
         assert len(upstream.seen) == 2
         clock.advance(1)
