@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-INPUT_MODULES: dict[str, str] = {}
+INPUT_MODULES: dict[str, str] = {
+    "statsd": "obsd.inputs.statsd",
+}
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
