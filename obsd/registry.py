@@ -22,6 +22,7 @@ INPUT_MODULES: dict[str, str] = {
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
     "console": "obsd.outputs.console",
+    "graphite": "obsd.outputs.graphite",
 }
 
 
