@@ -2,8 +2,9 @@
 
 ``python -m bench._receiver obsd|bare`` listens on a free UDP port of
 127.0.0.1, prints ``@@{"port": N}``, then answers commands on stdin, one
-``@@``-marked JSON line each (other lines are obsd's own log): ``count`` (metrics received so far), ``flush`` (obsd only: the
-seconds one flush takes), ``rss`` (resident bytes).
+``@@``-marked JSON line each (other lines are obsd's own log): ``count``
+(metrics received so far), ``flush`` (obsd only: the seconds one flush
+takes), ``rss`` (resident bytes).
 
 ``obsd`` is obsd's statsd input as the daemon builds it (listener, aggregator,
 the same 8 MiB receive buffer) with a flush interval long enough that no flush
@@ -118,7 +119,7 @@ def main(kind: str) -> None:
             context,
         )
         statsd.startService()
-        port = list(statsd)[0].port  # type: ignore[attr-defined]
+        port = next(iter(statsd)).port  # type: ignore[attr-defined]
         received = [0]
 
         def count() -> int:

@@ -223,7 +223,9 @@ def settle(receiver: Receiver, expected: int, timeout: float = 3.0) -> int:
     return receiver.count()
 
 
-def measure(receiver: Receiver, per_datagram: int, rates: list[float], seconds: float) -> dict[str, Any]:
+def measure(
+    receiver: Receiver, per_datagram: int, rates: list[float], seconds: float
+) -> dict[str, Any]:
     """Step the offered rate; the highest rate with loss < 0.1%, and metrics per CPU-second."""
     best = 0.0
     total_received = 0
@@ -304,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("obsd", "etsy", "bare"):
             if name == "etsy" and etsy_package is None:
                 continue
-            receiver: Receiver = (
-                EtsyReceiver(etsy_package) if name == "etsy" and etsy_package else PythonReceiver(name)
-            )
+            receiver: Receiver
+            if name == "etsy" and etsy_package is not None:
+                receiver = EtsyReceiver(etsy_package)
+            else:
+                receiver = PythonReceiver(name)
             try:
                 results[(name, per_datagram)] = measure(
                     receiver, per_datagram, rates[per_datagram], seconds
@@ -315,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                 receiver.stop()
 
     print(f"StatsD UDP receivers, {os.cpu_count()} CPUs, loss threshold {MAX_LOSS:.1%}")
-    header = f"{'metrics/datagram':>16} {'receiver':>8} {'sustained metrics/s':>20} {'metrics/CPU-s':>14}"
-    print(header)
+    print(
+        f"{'metrics/datagram':>16} {'receiver':>8} {'sustained metrics/s':>20} "
+        f"{'metrics/CPU-s':>14}"
+    )
     for per_datagram in (1, 20):
         for name in ("obsd", "etsy", "bare"):
             r = results.get((name, per_datagram))
@@ -335,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             if other is None:
                 continue
             ratio = obsd["per_cpu"] / other["per_cpu"]
-            sustained = obsd["sustained"] / other["sustained"] if other["sustained"] else float("nan")
+            sustained = (
+                obsd["sustained"] / other["sustained"] if other["sustained"] else float("nan")
+            )
             print(f"{per_datagram:>16} obsd/{peer:<5} {ratio:6.2f} ({sustained:.2f})")
     memory = obsd_memory(names)
     print(

@@ -243,6 +243,10 @@ class StatsdAggregator:
 
         The whole hot path of the statsd input in one call; never raises.
         """
+        if b"\n" not in data and self._ingest_known(data):
+            self.packets_received += 1
+            self.metrics_received += 1
+            return []
         samples = self._scratch
         bad: list[tuple[bytes, str]] = []
         lines = parse_statsd_packet_into(data, samples, bad)
@@ -253,6 +257,55 @@ class StatsdAggregator:
             self.add(samples)
             samples.clear()
         return bad
+
+    def _ingest_known(self, data: bytes) -> bool:
+        """One ``name:number|c|ms|g`` line of a series already held, folded in directly.
+
+        Most datagrams carry one metric of a series seen before: this skips the
+        parser's lists and ``Sample`` tuples for them.  It accepts only what the
+        parser's fast path accepts, and answers False (nothing done) for
+        anything else, which then takes the full path.
+        """
+        if self._tagged:
+            return False
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        name, _, rest = text.partition(":")
+        value_text, _, kind = rest.partition("|")
+        key = self._keys.get(name)
+        if key is None or not value_text.isascii() or "_" in value_text:
+            return False
+        try:
+            value = float(value_text)
+        except ValueError:
+            return False
+        if value - value != 0.0:  # NaN or infinite
+            return False
+        if kind == "c":
+            counters = self._counters
+            if key not in counters:
+                return False
+            counters[key] += value
+        elif kind == "ms" or kind == "h" or kind == "d":
+            timer = self._timers.get(key)
+            if timer is None or (value < 0.0 and kind == "ms"):
+                return False
+            timer.append(value)
+            self._timer_counts[key] += 1.0
+        elif kind == "g":
+            gauges = self._gauges
+            if key not in gauges:
+                return False
+            if value_text[0] in "+-":
+                gauges[key] += value
+            else:
+                gauges[key] = value
+            self._gauge_ttl[key] = self.settings.gauges_max_ttl
+        else:
+            return False
+        return True
 
     def _room(self) -> bool:
         size = (
