@@ -12,6 +12,7 @@ from obsd.config import ObsdConfig, parse_config
 from obsd.errors import ConfigError
 from obsd.flowcontrol import FlowControl
 from obsd.inputs.statsd import (
+    EMIT_CHUNK,
     SO_RCVBUFFORCE,
     Config,
     StatsdDatagramProtocol,
@@ -216,6 +217,25 @@ class TestFlushing:
         statsd.receive(b"a:1|c")
         assert statsd.flush() == len(calls)
         assert context.telemetry.value("obsd.input.statsd.flush_errors") == 1
+
+    def test_large_flush_is_spread_over_reactor_turns(self, reactor: MemoryReactorClock) -> None:
+        """A large flush goes to the chain a chunk per reactor turn; stop finishes it at once."""
+        statsd, ingest, _ = make_input(reactor)
+        statsd.startService()
+        statsd.receive(b"\n".join(b"c%d:1|c" % i for i in range(3000)))
+        statsd.flush(spread=True)
+        assert ingest.metrics == []
+        sizes = []
+        while (turn := [c for c in reactor.getDelayedCalls() if c.getTime() == 0.0]) != []:
+            reactor.calls.remove(turn[0])  # one reactor turn at a time
+            turn[0].func()
+            sizes.append(len(ingest.metrics))
+        assert sizes == [EMIT_CHUNK, 2 * EMIT_CHUNK, 3 * EMIT_CHUNK, 2 * 3000 + 8]
+        statsd.receive(b"\n".join(b"c%d:1|c" % i for i in range(3000)))
+        statsd.flush(spread=True)
+        statsd.stopService()
+        assert len(ingest.metrics) == 2 * (2 * 3000 + 8) + 2 * 3000 + 8
+        assert not reactor.getDelayedCalls()
 
 
 class TestBadInput:
