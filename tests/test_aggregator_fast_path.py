@@ -1,4 +1,4 @@
-"""The single-line fast path of ``StatsdAggregator.ingest`` agrees with the full parser."""
+"""The direct fold of ``StatsdAggregator.ingest`` for known series agrees with the full parser."""
 
 from __future__ import annotations
 
@@ -28,6 +28,33 @@ class TestFastPath:
         fast.ingest(seed)
         full.ingest(seed)
         bad_fast = [fast.ingest(line) for _ in range(2)]
-        bad_full = [full.ingest(line + b"\n") for _ in range(2)]
+        bad_full = [parsed(full, line) for _ in range(2)]
         assert bad_fast == bad_full
         assert flushed(fast) == flushed(full)
+
+    @pytest.mark.parametrize(
+        "packet",
+        [
+            b"a:1|c\nnew:1|c\na:2|c",
+            b"g:1|g|@0.5\ng:+1|g",
+            b"g:+1|g\ng:7|g\ng:-2|g",
+            b"a:1|c\n\nbad\nt:3|ms\nx:1|s",
+            b"t:1|ms\nt:2|ms|#k:v\nt:3|ms",
+            b"a:1|c\r\na:2|c\n",
+        ],
+    )
+    def test_packets_in_order(self, packet: bytes) -> None:
+        """Mixed datagrams end as the parser alone would leave them, gauges in order."""
+        seed = b"a:1|c\nt:1|ms\ng:1|g"
+        fast = StatsdAggregator(AggregatorSettings(), lambda: 100.0)
+        full = StatsdAggregator(AggregatorSettings(), lambda: 100.0)
+        fast.ingest(seed)
+        full.ingest(seed)
+        assert fast.ingest(packet) == parsed(full, packet)
+        assert flushed(fast) == flushed(full)
+
+
+def parsed(aggregator: StatsdAggregator, data: bytes) -> list[tuple[bytes, str]]:
+    """What ingest did before the direct fold: count the packet, then the full parser."""
+    aggregator.packets_received += 1
+    return aggregator._ingest_parsed(data, count_lines=True)
