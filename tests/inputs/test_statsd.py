@@ -226,8 +226,9 @@ class TestFlushing:
         statsd.flush(spread=True)
         assert ingest.metrics == []
         sizes = []
-        while (turn := [c for c in reactor.getDelayedCalls() if c.getTime() == 0.0]) != []:
-            reactor.calls.remove(turn[0])  # one reactor turn at a time
+        calls: list[Any] = reactor.calls
+        while (turn := [c for c in calls if c.getTime() == 0.0]) != []:
+            calls.remove(turn[0])  # one reactor turn at a time
             turn[0].func()
             sizes.append(len(ingest.metrics))
         assert sizes == [EMIT_CHUNK, 2 * EMIT_CHUNK, 3 * EMIT_CHUNK, 2 * 3000 + 8]

@@ -43,7 +43,7 @@ def make(reactor: MemoryReactorClock, tmp_path: Path, **settings: Any) -> Graphi
 def connect(reactor: MemoryReactorClock, index: int = 0) -> tuple[CarbonProtocol, StringTransport]:
     """Complete the index-th pending connection attempt with a StringTransport."""
     host, port, factory, _, _ = reactor.tcpClients[index]
-    protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+    protocol: Any = factory.buildProtocol(IPv4Address("TCP", host, port))
     transport = StringTransport()
     protocol.makeConnection(transport)
     inner: Any = protocol
@@ -202,7 +202,8 @@ class TestConnection:
         """A refused connection is retried later by ClientService on the injected clock."""
         make(reactor, tmp_path, reconnect_initial=1.0)
         _, _, factory, _, _ = reactor.tcpClients[0]
-        factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+        connector: Any = None
+        factory.clientConnectionFailed(connector, Failure(error.ConnectionRefusedError()))
         assert len(reactor.tcpClients) == 1
         reactor.advance(5)
         assert len(reactor.tcpClients) == 2
