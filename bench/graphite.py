@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CARBON_RELAY = Path(sys.executable).with_name("carbon-relay.py")
-STALL_SECONDS = 3.0
+STALL_SECONDS = 5.0
 
 
 def env() -> dict[str, str]:
@@ -49,9 +49,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port free for both TCP and UDP (carbon-c-relay's ``-p`` binds both)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no port free for both TCP and UDP")
 
 
 def wait_listening(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 20) -> None:
@@ -112,7 +121,16 @@ def run_sink() -> int:
 
 def run_load(port: int, count: int) -> int:
     data = points(count)
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with sock:
         print("@@" + json.dumps({"start": time.time()}), flush=True)
         view = memoryview(data)
         for start in range(0, len(data), 1 << 20):
