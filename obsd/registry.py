@@ -20,6 +20,7 @@ INPUT_MODULES: dict[str, str] = {}
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
     "console": "obsd.outputs.console",
+    "elasticsearch": "obsd.outputs.elasticsearch",
 }
 
 
