@@ -13,8 +13,7 @@ from unittest import mock
 import attrs
 import pytest
 from treq.testing import RequestSequence, StringStubbingResource, StubTreq
-from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet import defer, error
 from twisted.internet.task import Clock
 
 from obsd.config import ObsdConfig
@@ -83,7 +82,7 @@ class FlakyHosts:
         host = url.split("/")[2]
         if host in self.down:
             self.refused.append(host)
-            return defer.fail(ConnectionRefusedError("Connection refused"))
+            return defer.fail(error.ConnectionRefusedError("Connection refused"))
         return self.inner.request(method, url, **kwargs)
 
 
@@ -129,10 +128,10 @@ def event(i: int, ts: float = T0, **extra: Any) -> dict[str, Any]:
 
 def items(*statuses: tuple[int, dict[str, Any] | None]) -> bytes:
     out = []
-    for status, error in statuses:
+    for status, problem in statuses:
         item: dict[str, Any] = {"_index": "obsd-2025.11.24", "status": status}
-        if error:
-            item["error"] = error
+        if problem:
+            item["error"] = problem
         out.append({"index": item})
     return json.dumps({"took": 1, "errors": True, "items": out}).encode()
 
