@@ -100,6 +100,7 @@ def make(
     clock: Clock,
     tmp_path: Path,
     responder: Responder,
+    *,
     wrap: Callable[[StubTreq], Any] = lambda stub: stub,
     **settings: Any,
 ) -> ElasticsearchOutput:
@@ -303,9 +304,9 @@ class TestFailures:
     def test_429_whole_request_backs_off(self, clock: Clock, tmp_path: Path) -> None:
         """A whole-request 429 retries the whole batch with growing backoff, then lands."""
         failures: list[str] = []
-        busy = (429, {}, b'{"error":{"type":"es_rejected_execution_exception","reason":"busy"},'
+        busy: Answer = (429, {}, b'{"error":{"type":"es_rejected_execution_exception","reason":"busy"},'
                          b'"status":429}')
-        request = (b"post", "http://es1:9200/_bulk", {}, mock.ANY, mock.ANY)
+        request: tuple[Any, ...] = (b"post", "http://es1:9200/_bulk", {}, mock.ANY, mock.ANY)
         sequence = RequestSequence(
             [(request, busy), (request, busy), (request, (200, {}, ALL_OK))], failures.append
         )
@@ -407,7 +408,7 @@ class TestNodes:
             flaky.append(FlakyHosts(stub, {"es1:9200"}))
             return flaky[0]
 
-        out = make(clock, tmp_path, responder, wrap, batch_size=1,
+        out = make(clock, tmp_path, responder, wrap=wrap, batch_size=1,
                    urls=["http://es1:9200", "http://es2:9200"])
         for i in range(3):
             out.accept(event(i))
@@ -439,7 +440,7 @@ class TestNodes:
     def test_all_down_retries(self, clock: Clock, tmp_path: Path, responder: Responder) -> None:
         """When every node fails, the batch goes back to the queue, naming each node's error."""
         out = make(clock, tmp_path, responder,
-                   lambda stub: FlakyHosts(stub, {"es1:9200", "es2:9200"}),
+                   wrap=lambda stub: FlakyHosts(stub, {"es1:9200", "es2:9200"}),
                    batch_size=1, urls=["http://es1:9200", "http://es2:9200"])
         out.accept(event(1))
         queue = out.queues[""]
@@ -470,7 +471,7 @@ class TestTemplate:
         self, clock: Clock, tmp_path: Path, responder: Responder
     ) -> None:
         """A failing template install is retried; documents wait for it without being lost."""
-        refusal = (500, {}, b'{"error":{"type":"x","reason":"not yet"},"status":500}')
+        refusal: Answer = (500, {}, b'{"error":{"type":"x","reason":"not yet"},"status":500}')
         responder.answers.extend([refusal, refusal])
         out = make(clock, tmp_path, responder, batch_size=1, template=True)
         assert not out.template_installed
