@@ -73,7 +73,7 @@ class Responder:
 class FlakyHosts:
     """An HTTP client that refuses connections to some hosts and passes the rest on."""
 
-    def __init__(self, inner: StubTreq, down: set[str]) -> None:
+    def __init__(self, inner: Any, down: set[str]) -> None:
         self.inner = inner
         self.down = down
         self.refused: list[str] = []
@@ -202,7 +202,7 @@ class TestDocuments:
         clock: Clock,
         tmp_path: Path,
         responder: Responder,
-        settings: dict[str, str],
+        settings: dict[str, Any],
         expected: bytes | None,
     ) -> None:
         """Basic auth or an API key goes in Authorization; without either, nothing does."""
