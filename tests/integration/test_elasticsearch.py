@@ -8,10 +8,10 @@ node is shared by the whole session.
 
 from __future__ import annotations
 
+import calendar
 import json
 import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -293,45 +293,45 @@ class TestThroughObsd:
     def test_raven_report_lands(
         self, es_node: EsNode, obsd_process: Callable[..., ObsdProcess]
     ) -> None:
-        """A raven-style store report becomes an error document whose _id is the event_id."""
+        """A raven exception report becomes an error document whose _id is raven's event_id."""
+        raven = pytest.importorskip("raven")
+        from raven.transport.http import HTTPTransport  # type: ignore[import-untyped]
+
+        key = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
         index = unique("t-sentry")
         proc = obsd_process(
             _obsd_config(
                 es_node.url, index,
                 "[http]\nlisten = ['tcp:0:interface=127.0.0.1']\n"
-                "[inputs.sentry]\nprojects = [{ id = 1, keys = ['public'] }]\n",
+                f"[inputs.sentry]\nprojects = [{{ id = 7, keys = ['{key}'] }}]\n",
             )
         )
-        event_id = uuid.uuid4().hex
-        report = {
-            "event_id": event_id,
-            "message": "ZeroDivisionError: division by zero",
-            "level": "error",
-            "timestamp": "2026-11-24T01:02:03",
-            "platform": "python",
-            "server_name": "web9",
-            "logger": "billing",
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{proc.port('http')}/api/1/store/",
-            data=json.dumps(report).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "X-Sentry-Auth": "Sentry sentry_version=6, sentry_client=raven-python/6.10.0, "
-                "sentry_key=public",
-            },
-            method="POST",
+        client = raven.Client(
+            f"http://{key}@127.0.0.1:{proc.port('http')}/7",
+            transport=HTTPTransport,
+            raise_send_errors=True,
+            name="web9",
+            install_sys_hook=False,
+            install_logging_hook=False,
+            enable_breadcrumbs=False,
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-        client = es_node.client
-        proc.wait_for(lambda: count(client, f"{index}-*") == 1, timeout=30, what="the document")
+        before = time.time()
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            event_id = client.captureException()
+        es = es_node.client
+        proc.wait_for(lambda: count(es, f"{index}-*") == 1, timeout=30, what="the document")
         assert proc.stop() == 0
-        (doc,) = client.search(f"{index}-*")
-        assert doc["_id"] == event_id
-        assert doc["@timestamp"] == "2026-11-24T01:02:03.000000Z"
+        (doc,) = es.search(f"{index}-*")
+        assert doc["_id"] == doc["id"] == event_id
         assert doc["kind"] == "error"
         assert doc["level"] == "error"
-        assert "ZeroDivisionError" in doc["event"]
+        assert doc["event"] == "ZeroDivisionError: division by zero"
         assert doc["source"] == "sentry"
-        client.delete_index(f"{index}-*")
+        assert doc["host"] == "web9"
+        stamp = doc["@timestamp"]
+        assert stamp.endswith("Z")
+        seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+        assert before - 2 <= seconds <= time.time() + 1
+        es.delete_index(f"{index}-*")
