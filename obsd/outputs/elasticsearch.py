@@ -38,7 +38,8 @@ from treq.client import HTTPClient
 from twisted.internet import defer, ssl
 from twisted.internet.interfaces import IDelayedCall
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
 
 from obsd import events
 from obsd.codecs import esbulk
@@ -146,7 +147,34 @@ def make_http_client(config: Config, reactor: Any) -> HTTPClient:
     if config.ca_file:
         kwargs["contextFactory"] = BrowserLikePolicyForHTTPS(_trust_root(config.ca_file))
     agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=pool, **kwargs)
-    return HTTPClient(agent)
+    return HTTPClient(agent, data_to_body_producer=BytesProducer)
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """A body already in memory, written in one go (the client's ``data_to_body_producer``).
+
+    treq would otherwise wrap bytes in a ``FileBodyProducer``, which writes 64 KiB per
+    cooperator tick (10 ms apart): a 1 MiB bulk body would then take 160 ms
+    to leave, whatever the network.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
+        consumer.write(self._body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause: the body is already written."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing to stop."""
 
 
 class BulkRequestError(Exception):
