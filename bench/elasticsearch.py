@@ -94,9 +94,14 @@ async def _count_server() -> None:
     port = server.sockets[0].getsockname()[1]
     print(port, flush=True)
     loop = asyncio.get_running_loop()
-    stdin_closed = loop.create_future()
+    stdin_closed: asyncio.Future[None] = loop.create_future()
     # the parent holds our stdin: when it closes, stop
-    loop.add_reader(sys.stdin.fileno(), lambda: stdin_closed.done() or stdin_closed.set_result(1))
+
+    def stdin_readable() -> None:
+        if not stdin_closed.done():
+            stdin_closed.set_result(None)
+
+    loop.add_reader(sys.stdin.fileno(), stdin_readable)
     async with server:
         await stdin_closed
 
@@ -379,6 +384,9 @@ async def _bench(args: argparse.Namespace) -> int:
         if node is not None:
             try:
                 node_events = make_events(min(count, 20_000))
+                # warm-up (not reported): the JVM's JIT and the first index creation
+                await run_output(node.url, "node", node_events[:2_000], 1_000, False, "bench-warm")
+                node.client.delete_index("bench-warm")
                 for size in sizes:
                     for gzip in (False, True):
                         index = f"bench-{uuid.uuid4().hex[:8]}"
