@@ -139,10 +139,8 @@ def _trust_root(ca_file: str) -> Any:
     return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(p.encode()) for p in pems])
 
 
-def make_http_client(config: Config, reactor: Any) -> HTTPClient:
-    """A treq client over a persistent pool, trusting ``ca_file`` when given."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = max(2, config.max_in_flight)
+def make_http_client(config: Config, reactor: Any, pool: HTTPConnectionPool) -> HTTPClient:
+    """A treq client over the persistent ``pool``, trusting ``ca_file`` when given."""
     kwargs: dict[str, Any] = {}
     if config.ca_file:
         kwargs["contextFactory"] = BrowserLikePolicyForHTTPS(_trust_root(config.ca_file))
@@ -235,7 +233,12 @@ class ElasticsearchOutput(Output):
         self.es_config = config
         self._nodes = [_Node(url) for url in config.urls]
         self._next = 0
-        self._http = http_client or make_http_client(config, context.reactor)
+        self._pool: HTTPConnectionPool | None = None
+        if http_client is None:
+            self._pool = HTTPConnectionPool(context.reactor, persistent=True)
+            self._pool.maxPersistentPerHost = max(2, config.max_in_flight)
+            http_client = make_http_client(config, context.reactor, self._pool)
+        self._http = http_client
         self._headers = self._make_headers(config)
         self._pattern = config.index
         self._data_stream = config.data_stream
@@ -488,9 +491,8 @@ class ElasticsearchOutput(Output):
         return super().stopService()
 
     def after_drain(self) -> None:
-        pool = getattr(getattr(self._http, "_agent", None), "_pool", None)
-        if pool is not None:
-            pool.closeCachedConnections()
+        if self._pool is not None:
+            self._pool.closeCachedConnections()
 
 
 def _describe(exc: BaseException) -> str:

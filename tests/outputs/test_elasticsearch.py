@@ -520,3 +520,58 @@ class TestCheckConfig:
         problems = Problems()
         check_config("es", Config(type="elasticsearch"), ObsdConfig(), problems)
         assert problems.lines == []
+
+
+def self_signed_pem(name: str) -> bytes:
+    """A throwaway self-signed CA certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class TestTls:
+    def test_ca_file_trusted(self, tmp_path: Path) -> None:
+        """A PEM bundle of several CAs loads, passes the config check and builds a client."""
+        from twisted.web.client import HTTPConnectionPool
+
+        from obsd.outputs.elasticsearch import make_http_client
+
+        pems = [self_signed_pem(f"ca{i}") for i in (1, 2)]
+        bundle = tmp_path / "ca.pem"
+        bundle.write_bytes(b"".join(pems))
+        config = Config(type="elasticsearch", urls=["https://es1:9200"], ca_file=str(bundle))
+        problems = Problems()
+        check_config("es", config, ObsdConfig(), problems)
+        assert problems.lines == []
+        clock = Clock()
+        client = make_http_client(config, clock, HTTPConnectionPool(clock, persistent=True))
+        assert client is not None
+
+    def test_not_pem(self, tmp_path: Path) -> None:
+        """A file without certificates is a config problem."""
+        bundle = tmp_path / "ca.pem"
+        bundle.write_text("hello")
+        problems = Problems()
+        check_config("es", Config(type="elasticsearch", ca_file=str(bundle)), ObsdConfig(), problems)
+        assert problems.lines == [
+            "outputs.es.ca_file: cannot load CA bundle: no PEM certificate in the file"
+        ]
