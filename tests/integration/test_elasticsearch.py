@@ -148,6 +148,30 @@ class TestDocuments:
         client.delete_index(f"{prefix}-*")
 
     @pytest_twisted.ensureDeferred
+    async def test_data_stream(self, es_node: EsNode, tmp_path: Path) -> None:
+        """In data-stream mode the template makes a stream and a replayed event is not doubled."""
+        name = unique("logs-obsd")
+        out = make_output(
+            es_node.url, tmp_path, index=name, data_stream=True, template=True, template_name=name,
+        )
+        client = es_node.client
+        try:
+            out.accept(event(1))
+            out.accept(event(2))
+            await until(lambda: count(client, name) == 2, "2 documents")
+            out.accept(event(1))  # replayed: create answers 409, which counts as delivered
+            await until(lambda: out.queues[""]._sent.value == 3, "the replay acknowledged")
+        finally:
+            await stop(out)
+        assert count(client, name) == 2
+        status, streams = client.request("GET", f"/_data_stream/{name}")
+        assert status == 200
+        assert [s["name"] for s in streams["data_streams"]] == [name]
+        assert dead_letters(tmp_path) == []
+        client.request("DELETE", f"/_data_stream/{name}")
+        client.request("DELETE", f"/_index_template/{name}")
+
+    @pytest_twisted.ensureDeferred
     async def test_mapping_conflict_dead_letters(self, es_node: EsNode, tmp_path: Path) -> None:
         """A document whose field conflicts with the mapping goes to the dead-letter file."""
         index = unique("t-map")

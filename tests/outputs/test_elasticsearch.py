@@ -437,6 +437,33 @@ class TestNodes:
         ]
         assert out.queues[""]._sent.value == 1
 
+    def test_timeout_fails_over(self, clock: Clock, tmp_path: Path) -> None:
+        """A node that does not answer within request_timeout is left for the next one."""
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        class HangsOnEs1(Resource):
+            isLeaf = True
+
+            def render_POST(self, request: Any) -> Any:
+                if request.getHeader(b"host") == b"es1:9200":
+                    return NOT_DONE_YET
+                return ALL_OK
+
+        config = Config(type="elasticsearch", urls=["http://es1:9200", "http://es2:9200"],
+                        template=False, batch_size=1, request_timeout=10.0)
+        stub = StubTreq(HangsOnEs1())
+        out = ElasticsearchOutput("es", config, make_output_context(clock, tmp_path), stub)
+        out.startService()
+        out.accept(event(1))
+        queue = out.queues[""]
+        assert queue._sent.value == 0
+        clock.advance(10.0)
+        stub.flush()
+        assert queue._sent.value == 1
+        assert out._failovers.value == 1
+        assert queue.failures_in_row == 0
+
     def test_all_down_retries(self, clock: Clock, tmp_path: Path, responder: Responder) -> None:
         """When every node fails, the batch goes back to the queue, naming each node's error."""
         out = make(clock, tmp_path, responder,
