@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,7 +88,7 @@ class Config(OutputConfig):
     template: bool | str = setting(
         True, help="install obsd's index template at start; or a JSON file's template; false"
     )
-    template_name: str = setting("", help='the template\'s name; "" = obsd-NAME')
+    template_name: str = setting("", help='the template\'s name; "" = named after index ("obsd")')
     request_timeout: float = setting(
         30.0, check=at_least(0.1), help="seconds a bulk request may take"
     )
@@ -175,6 +176,17 @@ class BytesProducer:
         """Nothing to stop."""
 
 
+def default_template_name(index: str) -> str:
+    """Name the template after the indices it matches (``obsd-%Y.%m.%d`` gives ``obsd``).
+
+    Outputs (and obsd hosts) writing the same indices then share one template
+    instead of refusing each other's: two templates whose patterns overlap at
+    the same priority are a 400.
+    """
+    glob = esbulk.index_glob(index).replace("*", "")
+    return re.sub(r"[^a-z0-9_.-]+", "-", glob).strip("-._") or "obsd"
+
+
 class BulkRequestError(Exception):
     """A bulk request got no usable answer from any node."""
 
@@ -243,7 +255,7 @@ class ElasticsearchOutput(Output):
         self._pattern = config.index
         self._data_stream = config.data_stream
         self._template_body = self._make_template(config)
-        self.template_name = config.template_name or f"obsd-{name}"
+        self.template_name = config.template_name or default_template_name(config.index)
         self.template_installed = self._template_body is None
         self._template_failures = 0
         self._template_timer: IDelayedCall | None = None

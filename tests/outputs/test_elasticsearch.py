@@ -484,7 +484,7 @@ class TestTemplate:
         """The index template is PUT at start, mapping the fields Kibana users expect."""
         out = make(clock, tmp_path, responder, batch_size=1, template=True)
         (put,) = responder.seen
-        assert (put.method, put.url) == (b"PUT", "http://es1:9200/_index_template/obsd-es")
+        assert (put.method, put.url) == (b"PUT", "http://es1:9200/_index_template/obsd")
         body = json.loads(put.data)
         assert body["index_patterns"] == ["obsd-*"]
         props = body["template"]["mappings"]["properties"]
@@ -573,6 +573,24 @@ def self_signed_pem(name: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class TestTemplateName:
+    @pytest.mark.parametrize(
+        ("index", "name"),
+        [
+            ("obsd-%Y.%m.%d", "obsd"),
+            ("logs-app-%Y.%m", "logs-app"),
+            ("%Y.%m.%d-web", "web"),
+            ("logs-obsd", "logs-obsd"),
+            ("%Y.%m.%d", "obsd"),
+        ],
+    )
+    def test_named_after_index(self, index: str, name: str) -> None:
+        """Outputs writing the same indices share one template name."""
+        from obsd.outputs.elasticsearch import default_template_name
+
+        assert default_template_name(index) == name
 
 
 class TestTls:
