@@ -25,6 +25,7 @@ OUTPUT_MODULES: dict[str, str] = {
     "console": "obsd.outputs.console",
     "sentry": "obsd.outputs.sentry",
     "graphite": "obsd.outputs.graphite",
+    "elasticsearch": "obsd.outputs.elasticsearch",
 }
 
 
