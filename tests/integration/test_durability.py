@@ -54,12 +54,12 @@ listen = ['tcp:0:interface=127.0.0.1']
 [inputs.sentry]
 [outputs.upstream]
 type = "sentry"
-dsn = "http://%s@127.0.0.1:{port}/1"
+dsn = "http://KEY@127.0.0.1:{port}/1"
 retry_initial = 0.1
 retry_max = 0.5
 [outputs.upstream.buffer]
 type = "disk"
-""" % KEY
+""".replace("KEY", KEY)
 
 
 def report(port: int, i: int) -> str:
