@@ -252,7 +252,7 @@ sync_interval = 0.2
 metrics_interval = 0
 [inputs.statsd]
 listen = ['udp:0:interface=127.0.0.1']
-flush_interval = 1.0
+flush_interval = 2.0                  # whisper keeps one point per second: no two flushes in one
 [outputs.graphite]
 destinations = ['127.0.0.1:{line_port}']
 retry_initial = 0.1
@@ -302,6 +302,7 @@ class TestCarbon:
                 return sum(v for _t, v in carbon.values("stats_counts.durable.hits"))
 
             carbon.wait_for(lambda: stored() == total, timeout=30,
-                            what=f"{total} counts in whisper")
+                            what=f"{total} counts in whisper (have {stored()}: "
+                                 f"{carbon.values('stats_counts.durable.hits')})")
         finally:
             carbon.stop()
