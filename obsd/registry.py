@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-INPUT_MODULES: dict[str, str] = {}
+INPUT_MODULES: dict[str, str] = {
+    "syslog": "obsd.inputs.syslog",
+}
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
