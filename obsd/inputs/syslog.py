@@ -148,6 +148,8 @@ class SyslogReceiver:
 class SyslogDatagramProtocol(DatagramProtocol):
     """UDP (RFC 5426) and unix datagrams: one message per datagram."""
 
+    noisy = False  # obsd logs its own "listening" line
+
     def __init__(self, receiver: SyslogReceiver) -> None:
         self.receiver = receiver
 
@@ -248,6 +250,7 @@ class SyslogStreamFactory(Factory):
     """Builds a ``SyslogStreamProtocol`` per connection and keeps count of them."""
 
     protocol = SyslogStreamProtocol  # type: ignore[assignment]
+    noisy = False  # obsd logs its own "listening" line
 
     def __init__(self, receiver: SyslogReceiver, config: Config, context: Any) -> None:
         self.name = receiver.name
