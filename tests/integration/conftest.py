@@ -2,3 +2,4 @@
 
 from tests.integration.fixtures.es import es_node  # noqa: F401
 from tests.integration.fixtures.obsd import _obsd_process  # noqa: F401
+from tests.integration.fixtures.rsyslog import _rsyslog  # noqa: F401

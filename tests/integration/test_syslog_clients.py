@@ -7,6 +7,7 @@ with a unique tag and checks the exact events that came out.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -23,8 +24,10 @@ from typing import Any
 import pytest
 
 from tests.integration.fixtures.obsd import ObsdProcess, obsd_env
+from tests.integration.fixtures.rsyslog import Rsyslog
 from tests.integration.syslog_support import (
     iso_age,
+    send_tcp,
     stable,
     start_obsd,
     syslog_config,
@@ -299,9 +302,11 @@ class TestTLS:
             f"<134>1 2024-05-06T07:08:09.123456+02:00 web01 {tag} 12 - - over tls".encode(),
             f"<134>1 2024-05-06T07:08:10Z web01 {tag} 12 - - second\nline".encode(),
         ]
-        with socket.create_connection(("127.0.0.1", obsd.tls), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(b"".join(b"%d %s" % (len(m), m) for m in messages))
+        with (
+            socket.create_connection(("127.0.0.1", obsd.tls), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"".join(b"%d %s" % (len(m), m) for m in messages))
         first, second = obsd.events(tag, 2)
         assert stable(first) == {
             "kind": "log", "source": "syslog", "host": "web01", "appname": tag, "procid": "12",
@@ -310,3 +315,70 @@ class TestTLS:
         }
         assert first["timestamp"] == "2024-05-06T05:08:09.123456Z"
         assert second["event"] == "second\nline"
+
+
+class RsyslogObsd(SyslogObsd):
+    """An obsd on the ports rsyslog forwards to."""
+
+    def __init__(self, proc: ObsdProcess, data_dir: Path, rsyslog: Rsyslog) -> None:
+        self.proc = proc
+        self.data_dir = data_dir
+        self.rsyslog = rsyslog
+
+
+@pytest.fixture(name="rsyslog_obsd", scope="module")
+def _rsyslog_obsd(
+    tmp_path_factory: pytest.TempPathFactory, rsyslog: Rsyslog
+) -> Iterator[RsyslogObsd]:
+    workdir = tmp_path_factory.mktemp("rsyslog-obsd")
+    data_dir = workdir / "data"
+    listen = [
+        f"tcp:{rsyslog.tcp_port}:interface=127.0.0.1",
+        f"ssl:{rsyslog.tls_port}:interface=127.0.0.1:privateKey={rsyslog.server_key}"
+        f":certKey={rsyslog.server_cert}",
+    ]
+    config = (
+        f"[daemon]\ndata_dir = '{data_dir}'\n"
+        f"[inputs.syslog]\nlisten = {json.dumps(listen)}\ntimezone = 'UTC'\n"
+        "[outputs.file]\nbatch_timeout = 0.02\n"
+    )
+    proc = start_obsd(workdir, config)
+    yield RsyslogObsd(proc, data_dir, rsyslog)
+    assert proc.stop() == 0
+    assert "Traceback" not in proc.output()
+
+
+class TestRsyslogForwarding:
+    @pytest.mark.parametrize("via", ["tcp", "tls"])
+    def test_forwarded_from_local_socket(
+        self, rsyslog_obsd: RsyslogObsd, tag: str, via: str
+    ) -> None:
+        """rsyslog forwards a local message over TCP (octet counting) or TLS: exact event."""
+        rsyslog = rsyslog_obsd.rsyslog
+        path = rsyslog.to_tcp if via == "tcp" else rsyslog.to_tls
+        run_logger("--socket", str(path), "--udp", "-t", tag, "--id=321", "-p", "mail.err",
+                   "queue stuck")
+        [event] = rsyslog_obsd.events(tag, 1)
+        assert stable(event) == common(
+            tag, event="queue stuck", level="error", facility="mail", severity="err",
+            procid="321", syslog_format="rfc5424",
+        )
+        assert abs(iso_age(event["timestamp"])) < 30
+
+    def test_relayed_from_another_host(self, rsyslog_obsd: RsyslogObsd, tag: str) -> None:
+        """An RFC 5424 line a remote host sent rsyslog keeps its host, stamp and data."""
+        line = (
+            f"<165>1 2003-10-11T22:14:15.003-07:00 web7.example.com {tag} 42 ID47 "
+            f'[exampleSDID@32473 iut="3" eventSource="App\\lication"] {{"event": "order.paid", '
+            f'"order": 17, "level": "warn"}}\n'
+        ).encode()
+        send_tcp(rsyslog_obsd.rsyslog.listen_port, line)
+        [event] = rsyslog_obsd.events(tag, 1)
+        assert stable(event) == {
+            "kind": "log", "source": "syslog", "host": "web7.example.com", "appname": tag,
+            "procid": "42", "msgid": "ID47", "facility": "local4", "severity": "notice",
+            "event": "order.paid", "order": 17, "level": "warning",
+            "sd": {"exampleSDID@32473": {"iut": "3", "eventSource": "App\\lication"}},
+            "syslog_format": "rfc5424",
+        }
+        assert event["timestamp"] == "2003-10-12T05:14:15.003000Z"
