@@ -33,6 +33,7 @@ class BoundedBuffer:
         "_records",
         "bytes",
         "dropped",
+        "dropped_total",
         "max_bytes",
         "max_events",
         "pressured",
@@ -60,6 +61,8 @@ class BoundedBuffer:
         self.bytes = 0
         #: drops by reason: full, overflow, too_large, shutdown, ...
         self.dropped: Counter[str] = Counter()
+        #: the sum of ``dropped``, cheap to compare after each put
+        self.dropped_total = 0
         #: whether the high watermark was passed and the low one not reached since
         self.pressured = False
 
@@ -70,11 +73,11 @@ class BoundedBuffer:
         """Add a record at the tail; False when it was dropped instead."""
         size = len(record)
         if size > self.max_bytes:
-            self.dropped["too_large"] += 1
+            self._drop("too_large")
             return False
         if len(self._records) >= self.max_events or self.bytes + size > self.max_bytes:
             if self.when_full == DROP_NEWEST:
-                self.dropped["full"] += 1
+                self._drop("full")
                 return False
             if self.when_full == DROP_OLDEST:
                 records = self._records
@@ -82,12 +85,12 @@ class BoundedBuffer:
                     len(records) >= self.max_events or self.bytes + size > self.max_bytes
                 ):
                     self.bytes -= len(records.popleft())
-                    self.dropped["full"] += 1
+                    self._drop("full")
             elif (
                 len(self._records) >= self.max_events * BLOCK_HARD_CAP
                 or self.bytes + size > self.max_bytes * BLOCK_HARD_CAP
             ):
-                self.dropped["overflow"] += 1
+                self._drop("overflow")
                 return False
         self._records.append(record)
         self.bytes += size
@@ -96,6 +99,10 @@ class BoundedBuffer:
         ):
             self.pressured = True
         return True
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] += count
+        self.dropped_total += count
 
     def take(self, max_count: int, max_bytes: int) -> list[bytes]:
         """Remove and return up to ``max_count`` records and about ``max_bytes`` bytes.

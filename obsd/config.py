@@ -51,6 +51,11 @@ class DaemonConfig:
     log_interval: float = setting(
         10.0, check=at_least(0.1), help="seconds between repeats of one kind of throttled warning"
     )
+    metrics_interval: float = setting(
+        60.0,
+        check=at_least(0),
+        help="seconds between flushes of obsd's own numbers as obsd.* metric events; 0: never",
+    )
 
 
 @attrs.frozen(kw_only=True)

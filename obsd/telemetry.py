@@ -41,6 +41,14 @@ class Telemetry:
         """Register a gauge whose value ``read()`` gives when asked."""
         self._gauges[name] = read
 
+    def counters(self) -> dict[str, int]:
+        """Every counter, by name."""
+        return {n: c.value for n, c in sorted(self._counters.items())}
+
+    def gauges(self) -> dict[str, float]:
+        """Every gauge, read now, by name."""
+        return {n: read() for n, read in sorted(self._gauges.items())}
+
     def value(self, name: str) -> float:
         """The current value of a counter or gauge (0 when unknown)."""
         if name in self._counters:

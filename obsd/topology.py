@@ -35,9 +35,10 @@ from obsd.log import get_logger
 from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
 from obsd.router import Router
+from obsd.selfmetrics import SelfMetricsService, as_tree
 from obsd.telemetry import Telemetry
 from obsd.throttle import ThrottledLogger
-from obsd.web import HttpRoot, JsonResource, make_site
+from obsd.web import HttpRoot, JsonResource, PrometheusResource, make_site
 
 
 @attrs.define
@@ -247,6 +248,9 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         )
         built = module.build_input(name, in_config, context)
         IService(built).setServiceParent(service.inputs_group)
+    SelfMetricsService(
+        service.telemetry, make_ingest(source="obsd"), reactor, config.daemon.metrics_interval
+    ).setServiceParent(service.inputs_group)
     _mount_status(service)
     if config.http.listen:
         site = make_site(service.http_root, reactor)
@@ -270,3 +274,14 @@ def _mount_status(service: ObsdService) -> None:
     service.http_root.mount(
         ("readyz",), JsonResource(readiness, lambda doc: 503 if doc["failing"] else 200)
     )
+    started = service.reactor.seconds()
+
+    def status() -> dict[str, Any]:
+        return {
+            "uptime": service.reactor.seconds() - started,
+            "outputs": {name: out.health() for name, out in service.outputs.items()},
+            "metrics": as_tree(service.telemetry.snapshot()),
+        }
+
+    service.http_root.mount(("status",), JsonResource(status))
+    service.http_root.mount(("metrics",), PrometheusResource(service.telemetry))

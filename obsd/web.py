@@ -34,6 +34,22 @@ class JsonResource(Resource):
         return json.dumps(doc, default=repr).encode() + b"\n"
 
 
+class PrometheusResource(Resource):
+    """``GET /metrics``: obsd's own counters and gauges in Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, telemetry: Any) -> None:
+        super().__init__()
+        self._telemetry = telemetry
+
+    def render_GET(self, request: Request) -> bytes:
+        from obsd.selfmetrics import prometheus_text
+
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return prometheus_text(self._telemetry)
+
+
 class HttpRoot(Resource):
     """The site's root: a tree of mounted resources."""
 

@@ -37,6 +37,18 @@ class TestTopology:
         success_result_of(service.stopService())
         assert reactor.getDelayedCalls() == []
 
+    def test_listeners_bind_before_privileges_drop(self, tmp_path: Path) -> None:
+        """Ports are bound in privilegedStartService, which twistd runs before --uid/--gid."""
+        reactor = MemoryReactorClock()
+        config = parse_config({"daemon": {"data_dir": str(tmp_path)},
+                               "http": {"listen": ["tcp:514:interface=127.0.0.1"]}})
+        service = build_service(config, reactor)
+        service.privilegedStartService()
+        assert [port for port, *_ in reactor.tcpServers] == [514]
+        service.startService()
+        assert len(reactor.tcpServers) == 1  # not bound a second time
+        success_result_of(service.stopService())
+
     def test_second_obsd_on_same_data_dir_refuses(self, tmp_path: Path) -> None:
         """The data_dir lock stops a second instance, and is released on stop."""
         config = parse_config({"daemon": {"data_dir": str(tmp_path)}})

@@ -14,11 +14,22 @@ _UTC = datetime.UTC
 _dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False).encode
 
 
+_last_second: list[object] = [None, ""]
+
+
 def rfc3339(timestamp: float) -> str:
-    """UTC epoch seconds as RFC 3339 with microseconds: ``2026-11-24T01:02:03.000004Z``."""
-    return (
-        datetime.datetime.fromtimestamp(timestamp, _UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    )
+    """UTC epoch seconds as RFC 3339 with microseconds: ``2026-11-24T01:02:03.000004Z``.
+
+    The date and time of day are formatted once per second (events arrive in
+    time order, so consecutive ones share it) and only the microseconds per call.
+    """
+    micros = round(timestamp * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    if _last_second[0] != second:
+        stamp = datetime.datetime.fromtimestamp(second, _UTC)
+        _last_second[1] = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second[0] = second
+    return f"{_last_second[1]}.{fraction:06d}Z"
 
 
 def _clean(value: Any) -> Any:
@@ -38,7 +49,9 @@ def _clean(value: Any) -> Any:
 
 def encode_json_line(event: dict[str, Any], timestamp_key: str = "timestamp") -> bytes:
     """One event as a JSON line, private ``_`` keys left out."""
-    doc = {k: v for k, v in event.items() if not k.startswith("_")}
+    doc = dict(event)
+    for key in [k for k in doc if k[:1] == "_"]:
+        del doc[key]
     stamp = doc.get(timestamp_key)
     if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
         doc[timestamp_key] = rfc3339(stamp)

@@ -112,6 +112,8 @@ class DeliveryQueue:
             buf.max_events, buf.max_bytes, buf.when_full, buf.high_watermark, buf.low_watermark
         )
         self.queue_id = f"{output_name}/{destination.key}" if destination.key else output_name
+        self._batch_size = config.batch_size
+        self._batch_bytes = config.batch_bytes
         prefix = f"obsd.output.{output_name}"
         tel = context.telemetry
         self._sent = tel.counter(f"{prefix}.sent")
@@ -141,12 +143,18 @@ class DeliveryQueue:
     def put(self, record: bytes) -> bool:
         """Queue one encoded record; False (and counted) when the policy dropped it."""
         buffer = self.buffer
-        before = sum(buffer.dropped.values())
+        before = buffer.dropped_total
         accepted = buffer.put(record)
-        if sum(buffer.dropped.values()) != before:
+        if buffer.dropped_total != before:
             self._count_drops()
         if buffer.pressured:
             self._ctx.flow_control.report(self.queue_id, True)
+        if (
+            self._timer is not None
+            and len(buffer) < self._batch_size
+            and buffer.bytes < self._batch_bytes
+        ):
+            return accepted  # fast path: the age timer will send this batch
         self._kick()
         return accepted
 
@@ -361,7 +369,7 @@ class DeliveryQueue:
             leftovers.extend(batch)
         self.leftovers = leftovers
         if leftovers:
-            self.buffer.dropped["shutdown"] += len(leftovers)
+            self.buffer._drop("shutdown", len(leftovers))
             self._count_drops()
             self._log.warning(
                 "shutdown deadline reached with events undelivered",

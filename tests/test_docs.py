@@ -1,0 +1,54 @@
+"""README.rst documents every config key, and examples/obsd.toml shows every key of every type."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import attrs
+import pytest
+
+from obsd import config, registry
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.rst").read_text()
+EXAMPLE = tomllib.loads((ROOT / "examples" / "obsd.toml").read_text())
+
+CORE = [config.DaemonConfig, config.HttpConfig, config.PipelineConfig, config.RouteMatch,
+        config.RouteConfig, config.BufferConfig, config.OutputConfig]
+
+
+def types() -> list[tuple[str, str, type]]:
+    found = []
+    for name in sorted(registry.INPUT_MODULES):
+        module = registry.input_module(name)
+        assert module is not None
+        found.append(("inputs", name, module.Config))
+    for name in sorted(registry.OUTPUT_MODULES):
+        module = registry.output_module(name)
+        assert module is not None
+        found.append(("outputs", name, module.Config))
+    return found
+
+
+def keys(cls: type) -> list[str]:
+    return [f.name for f in attrs.fields(cls) if f.name != "type"]
+
+
+class TestReadme:
+    @pytest.mark.parametrize("cls", CORE + [t[2] for t in types()], ids=lambda c: c.__qualname__)
+    def test_every_key_documented(self, cls: type) -> None:
+        """Each config key appears in README.rst as a literal."""
+        missing = [k for k in keys(cls) if f"``{k}``" not in README]
+        assert missing == [], f"{cls.__module__}.{cls.__qualname__} keys not in README.rst"
+
+
+class TestExample:
+    @pytest.mark.parametrize(("section", "type_name", "cls"), types(), ids=lambda v: str(v))
+    def test_every_type_shown_with_every_key(self, section: str, type_name: str, cls: type) -> None:
+        """examples/obsd.toml has a section of each type, showing all its keys."""
+        tables = [t for n, t in EXAMPLE.get(section, {}).items() if t.get("type", n) == type_name]
+        assert tables, f"examples/obsd.toml has no [{section}.*] of type {type_name}"
+        own = set(keys(cls)) - set(keys(config.OutputConfig)) - {"buffer"}
+        shown = set().union(*(set(t) for t in tables))
+        assert sorted(own - shown) == []
