@@ -45,7 +45,8 @@ def make_lines(payload: str, count: int) -> list[bytes]:
     if payload == "rfc5424":
         return [
             b"<165>1 2024-05-06T07:08:09.%06dZ web01.example.com checkout 4242 ID47 "
-            b'[origin@32473 ip="10.1.2.3"] order %d paid by customer 1234 in 0.042 s' % (i % 10**6, i)
+            b'[origin@32473 ip="10.1.2.3"] order %d paid by customer 1234 in 0.042 s'
+            % (i % 10**6, i)
             for i in range(count)
         ]
     return [
@@ -240,7 +241,7 @@ def run_bare(port: int, count_file: Path) -> None:
 
     factory = Factory.forProtocol(Counting)
     factory.noisy = False
-    reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined,arg-type]
     task.LoopingCall(write).start(0.02)
     reactor.run()  # type: ignore[attr-defined]
 
@@ -282,7 +283,9 @@ def measure(receiver: Receiver, load: Path, count: int, timeout: float) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.syslog", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.syslog", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="a small load, for CI (seconds)")
     parser.add_argument("--count", type=int, default=0, help="messages per load")
     parser.add_argument("--profile", action="store_true", help="profile obsd (cProfile top 15)")
