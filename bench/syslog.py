@@ -135,7 +135,7 @@ class ObsdReceiver(Receiver):
         data = workdir / "obsd-data"
         config = workdir / "obsd.toml"
         config.write_text(
-            f"[daemon]\ndata_dir = '{data}'\nlog_format = 'json'\n"
+            f"[daemon]\ndata_dir = '{data}'\nlog_format = 'json'\nmetrics_interval = 0\n"
             f"[inputs.syslog]\nlisten = ['tcp:{self.port}:interface=127.0.0.1']\n"
             "timezone = 'UTC'\n[outputs.file]\nmax_bytes = 1099511627776\n"
         )

@@ -270,17 +270,18 @@ class TestLimits:
         good, good_transport = connect(factory, 1)
         bad, bad_transport = connect(factory, 2)
         good.dataReceived(octet(b"<13>a: one"))
-        bad.dataReceived(octet(b"<13>b: fine") + b"12x <13>b: broken")
+        bad.dataReceived(octet(b"<13>b: fine"))
+        bad.dataReceived(b"12x <13>b: broken")
         bad.dataReceived(octet(b"<13>b: after the error"))
         good.dataReceived(octet(b"<13>a: two"))
         assert bad_transport.disconnecting and not good_transport.disconnecting
-        assert [e["event"] for e in context.events] == ["one", "two"]
+        assert [e["event"] for e in context.events] == ["one", "fine", "two"]
         assert context.counter("framing_errors") == 1
         [(level, what, fields)] = context.log.lines
         assert (level, what) == ("warning", "syslog framing error; closing that connection")
         assert fields["peer"] == "127.0.0.1:2" and "octet count" in fields["reason"]
         lose(bad, bad_transport)
-        assert [e["event"] for e in context.events] == ["one", "two"]
+        assert [e["event"] for e in context.events] == ["one", "fine", "two"]
 
     def test_max_connections_refuses_more(
         self, make_factory: Callable[..., syslog.SyslogStreamFactory], context: FakeContext
