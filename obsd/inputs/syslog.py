@@ -12,6 +12,7 @@ pauses reading and the kernel pushes back on the senders.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import zoneinfo
 from pathlib import Path
@@ -110,6 +111,21 @@ def describe_peer(address: Any) -> str:
     return "unix" if address is None else str(address)
 
 
+def sender_host(address: Any) -> str | None:
+    """The sender's IP when it is another machine: the host of lines that name none."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        host = address.host
+    elif isinstance(address, tuple) and address and isinstance(address[0], str):
+        host = address[0]
+    else:
+        return None
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+    return None if ip.is_loopback else host
+
+
 class SyslogReceiver:
     """Turns one message into an event: the part datagram and stream protocols share."""
 
@@ -125,8 +141,10 @@ class SyslogReceiver:
         self.parse_fallbacks = telemetry.counter(prefix + "parse_fallbacks")
         self.truncated = telemetry.counter(prefix + "truncated")
 
-    def message(self, data: bytes, peer: str, truncated: bool = False) -> None:
-        """Parse one message and hand the event on."""
+    def message(
+        self, data: bytes, peer: str, truncated: bool = False, sender: str | None = None
+    ) -> None:
+        """Parse one message and hand the event on; ``sender``: a remote sender's IP."""
         fields = parse_syslog(
             data,
             received_at=self._clock.seconds(),
@@ -142,6 +160,8 @@ class SyslogReceiver:
         if "peer" in fields:  # a JSON body's own "peer" never hides the real sender
             fields[events.COLLISION_PREFIX + "peer"] = fields["peer"]
         fields["peer"] = peer
+        if sender is not None and events.HOST not in fields:
+            fields[events.HOST] = sender  # as rsyslog: a line without HOSTNAME is the sender's
         self._log(fields)
 
 
@@ -154,7 +174,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.receiver = receiver
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.receiver.message(datagram, describe_peer(addr))
+        self.receiver.message(datagram, describe_peer(addr), False, sender_host(addr))
 
 
 class SyslogStreamProtocol(Protocol, TimeoutMixin):
@@ -164,6 +184,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
     transport: Any  # a TCP, TLS or unix transport: also a push producer
     framer: Framer | None = None
     peer = "unix"
+    sender: str | None = None
     _refused = False
     _finished = False
 
@@ -173,7 +194,9 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.peer = describe_peer(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = describe_peer(address)
+        self.sender = sender_host(address)
         if len(factory.connections) >= factory.max_connections:
             self._refused = True
             factory.refused.value += 1
@@ -200,15 +223,18 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         factory.last_data = factory.reactor.seconds()
         if self.timeOut:
             self.resetTimeout()
+        message = factory.receiver.message
+        peer = self.peer
+        sender = self.sender
         try:
             frames = self.framer.feed(data)
         except ParseError as exc:
+            for frame in getattr(exc, "frames", ()):  # complete before the error
+                message(frame.message, peer, frame.truncated, sender)
             self._framing_error(exc)
             return
-        message = factory.receiver.message
-        peer = self.peer
         for frame in frames:
-            message(frame.message, peer, frame.truncated)
+            message(frame.message, peer, frame.truncated, sender)
 
     def _framing_error(self, exc: ParseError) -> None:
         factory = self.factory
@@ -230,7 +256,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self._finished = True
         message = self.factory.receiver.message
         for frame in self.framer.flush():
-            message(frame.message, self.peer, frame.truncated)
+            message(frame.message, self.peer, frame.truncated, self.sender)
 
     def timeoutConnection(self) -> None:
         self.factory.idle_timeouts.value += 1

@@ -170,6 +170,24 @@ class TestDatagram:
         """Each kind of sender address is written as short text."""
         assert syslog.describe_peer(address) == peer
 
+    @pytest.mark.parametrize(
+        ("address", "line", "host"),
+        [
+            (("192.0.2.7", 514), b"<13>app: no host here", "192.0.2.7"),
+            (("2001:db8::1", 514, 0, 0), b"<13>app: no host here", "2001:db8::1"),
+            (("192.0.2.7", 514), b"<13>Oct 11 22:14:15 named app: x", "named"),
+            (("127.0.0.1", 514), b"<13>app: local", None),
+            (None, b"<13>app: unix", None),
+        ],
+    )
+    def test_host_falls_back_to_a_remote_sender(
+        self, context: FakeContext, address: Any, line: bytes, host: str | None
+    ) -> None:
+        """A line without HOSTNAME from another machine gets the sender's IP as host."""
+        receiver = syslog.SyslogReceiver("syslog", make_config(), context)
+        syslog.SyslogDatagramProtocol(receiver).datagramReceived(line, address)
+        assert context.events[0].get("host") == host
+
     def test_unparsed_and_truncated_are_counted(self, context: FakeContext) -> None:
         """A line that is not syslog and one too long are counted, both kept."""
         receiver = syslog.SyslogReceiver("syslog", make_config(max_message_size=480), context)
@@ -266,12 +284,11 @@ class TestLimits:
     def test_framing_error_closes_only_that_connection(
         self, factory: syslog.SyslogStreamFactory, context: FakeContext
     ) -> None:
-        """A broken octet count closes its connection, logs why once, and others go on."""
+        """A broken count closes its connection (messages before it kept), logs why; others go on."""
         good, good_transport = connect(factory, 1)
         bad, bad_transport = connect(factory, 2)
         good.dataReceived(octet(b"<13>a: one"))
-        bad.dataReceived(octet(b"<13>b: fine"))
-        bad.dataReceived(b"12x <13>b: broken")
+        bad.dataReceived(octet(b"<13>b: fine") + b"12x <13>b: broken")
         bad.dataReceived(octet(b"<13>b: after the error"))
         good.dataReceived(octet(b"<13>a: two"))
         assert bad_transport.disconnecting and not good_transport.disconnecting
