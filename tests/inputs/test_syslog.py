@@ -10,9 +10,9 @@ import attrs
 import pytest
 from twisted.internet import ssl
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import FakeDatagramTransport, StringTransport
+from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 
@@ -23,6 +23,7 @@ from obsd.inputs import syslog
 from obsd.telemetry import Telemetry
 from obsd.testing import ListLog
 from obsd.throttle import ThrottledLogger
+from obsd.topology import InputContext
 from tests.helpers import success_result_of
 from tests.tls_certs import CertificateSet, make_certificates
 
@@ -479,3 +480,75 @@ class TestTLS:
         sender.transport.loseConnection()
         pump.flush(advanceClock=True)
         assert factory.connections == set()
+
+
+class DatagramMemoryReactor(MemoryReactorClock):
+    """A MemoryReactorClock that also records UDP and unix datagram listens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datagram_ports: list[tuple[Any, DatagramProtocol, int]] = []
+
+    def _datagram(self, where: Any, protocol: DatagramProtocol, size: int) -> Any:
+        self.datagram_ports.append((where, protocol, size))
+        port = FakeDatagramTransport()
+        protocol.makeConnection(port)  # type: ignore[arg-type]
+        return _FakeDatagramPort(where)
+
+    def listenUDP(
+        self, port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        return self._datagram((interface, port), protocol, maxPacketSize)
+
+    def listenUNIXDatagram(
+        self, address: str, protocol: DatagramProtocol, maxPacketSize: int = 8192, mode: int = 0o666
+    ) -> Any:
+        return self._datagram(address, protocol, maxPacketSize)
+
+
+@attrs.define
+class _FakeDatagramPort:
+    where: Any
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "127.0.0.1", 5514)
+
+    def stopListening(self) -> None:
+        return None
+
+
+class TestBuildInput:
+    def test_one_listener_per_endpoint_and_drain_on_stop(self, tmp_path: Any) -> None:
+        """Each listen string gets a listener (datagram ones their own protocol); stop drains."""
+        reactor = DatagramMemoryReactor()
+        raw = {
+            "daemon": {"data_dir": str(tmp_path)},
+            "inputs": {"syslog": {"listen": [
+                "udp:5514:interface=127.0.0.1",
+                f"unixgram:{tmp_path / 'log'}",
+                "tcp:5514:interface=127.0.0.1",
+            ], "max_message_size": 100_000}},
+        }
+        obsd_config = parse_config(raw)
+        context = InputContext(
+            name="syslog", reactor=reactor, telemetry=Telemetry(), flow_control=FlowControl(),
+            throttle=ThrottledLogger(ListLog(), reactor, 10.0), ingest=CapturingIngest(),  # type: ignore[arg-type]
+            http=None, config=obsd_config,  # type: ignore[arg-type]
+        )
+        service = syslog.build_input("syslog", obsd_config.inputs["syslog"], context)  # type: ignore[arg-type]
+        service.startService()
+        (udp, first, size), (path, second, _) = reactor.datagram_ports
+        assert (udp, path, size) == (("127.0.0.1", 5514), str(tmp_path / "log"), 100_001)
+        assert first is not second
+        [(port, factory, _, interface)] = reactor.tcpServers
+        assert (port, interface, type(factory)) == (5514, "127.0.0.1", syslog.SyslogStreamFactory)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert isinstance(protocol, syslog.SyslogStreamProtocol)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"<13>a: unterminated")
+        d = service.stopService()
+        reactor.advance(0.3)
+        success_result_of(d)
+        assert transport.disconnecting
+        assert [e["event"] for e in context.ingest.events] == ["unterminated"]  # type: ignore[attr-defined]
