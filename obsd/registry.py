@@ -16,12 +16,14 @@ import importlib
 from types import ModuleType
 
 INPUT_MODULES: dict[str, str] = {
+    "sentry": "obsd.inputs.sentry",
     "syslog": "obsd.inputs.syslog",
 }
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
     "console": "obsd.outputs.console",
+    "sentry": "obsd.outputs.sentry",
 }
 
 
