@@ -263,7 +263,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self.finish()
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self._refused:
             return
         self.setTimeout(None)
