@@ -306,3 +306,16 @@ class TestCarbon:
                                  f"{carbon.values('stats_counts.durable.hits')})")
         finally:
             carbon.stop()
+
+
+class TestSyncDurability:
+    def test_http_answers_only_once_the_event_is_on_disk(
+        self, obsd_process: Callable[..., ObsdProcess]
+    ) -> None:
+        """With durability = "sync" a 200 means the report is already in the spool file,
+        even with a sync_interval far longer than the request takes."""
+        config = AGENT.replace("sync_interval = 0.2", "sync_interval = 60\ndurability = 'sync'")
+        agent = obsd_process(config.replace("{port}", str(free_port())))  # upstream never up
+        event_id = report(agent.port("http"), 0)
+        (segment,) = spool_segments(agent)
+        assert event_id.encode() in segment.read_bytes()
