@@ -35,10 +35,10 @@ from obsd.log import get_logger
 from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
 from obsd.router import Router
-from obsd.selfmetrics import SelfMetricsService, as_tree
+from obsd.selfmetrics import SelfMetricsService
 from obsd.telemetry import Telemetry
 from obsd.throttle import ThrottledLogger
-from obsd.web import HttpRoot, JsonResource, PrometheusResource, make_site
+from obsd.web import HttpRoot, make_site
 
 
 @attrs.define
@@ -122,6 +122,7 @@ class ObsdService(MultiService):
         self.outputs: dict[str, Output] = {}
         self.http_root = HttpRoot()
         self.router: Router | None = None
+        self.status: Any = None
         self.log_observer_factory: Any = None
         self._lock: FilesystemLock | None = None
 
@@ -263,25 +264,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
 
 
 def _mount_status(service: ObsdService) -> None:
-    """The minimal health resources every obsd serves (``/healthz``, ``/readyz``)."""
-    service.http_root.mount(("healthz",), JsonResource(lambda: {"status": "ok"}))
+    """Health, status, metrics and the status page (``obsd.status``)."""
+    from obsd.status import mount_status
 
-    def readiness() -> dict[str, Any]:
-        outputs = {name: out.health() for name, out in service.outputs.items()}
-        failing = [n for n, h in outputs.items() if h["state"] == "failing"]
-        return {"status": "failing" if failing else "ok", "failing": failing, "outputs": outputs}
-
-    service.http_root.mount(
-        ("readyz",), JsonResource(readiness, lambda doc: 503 if doc["failing"] else 200)
-    )
-    started = service.reactor.seconds()
-
-    def status() -> dict[str, Any]:
-        return {
-            "uptime": service.reactor.seconds() - started,
-            "outputs": {name: out.health() for name, out in service.outputs.items()},
-            "metrics": as_tree(service.telemetry.snapshot()),
-        }
-
-    service.http_root.mount(("status",), JsonResource(status))
-    service.http_root.mount(("metrics",), PrometheusResource(service.telemetry))
+    service.status = mount_status(service)
