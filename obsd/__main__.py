@@ -2,7 +2,8 @@
 
 ``check-config [PATH]`` exits 0 with a summary of listeners, outputs and
 routes, or 1 listing every problem as ``key.path: what is wrong``.  Secrets are
-never printed.
+never printed.  ``tail [--url URL] [--match KEY=VALUE ...]`` follows the events
+flowing through a running obsd.
 """
 
 from __future__ import annotations
@@ -32,9 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="check a config file and summarise it")
     check.add_argument("path", nargs="?", help="the TOML file (default: the embedded config)")
+    tail = commands.add_parser("tail", help="follow the events flowing through a running obsd")
+    tail.add_argument("--url", default=None, help="obsd's [http] address (default: http://127.0.0.1:9000)")
+    tail.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="kind=, source=, level= (minimum) or event= (glob); repeat to narrow",
+    )
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
+    if args.command == "tail":
+        from obsd.tailcli import DEFAULT_URL, run_tail
+
+        return run_tail(args.url or DEFAULT_URL, args.match)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

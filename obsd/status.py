@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from twisted.application.service import IService, Service
@@ -131,7 +131,7 @@ def _listeners(service: Any) -> Iterator[ListenerService]:
             yield from _listeners(child)
 
 
-def _section(values: dict[str, float], prefix: str) -> dict[str, float]:
+def _section(values: Mapping[str, float], prefix: str) -> dict[str, float]:
     return {name[len(prefix) :]: v for name, v in values.items() if name.startswith(prefix)}
 
 

@@ -123,6 +123,7 @@ class ObsdService(MultiService):
         self.http_root = HttpRoot()
         self.router: Router | None = None
         self.status: Any = None
+        self.taps: Any = None
         self.log_observer_factory: Any = None
         self._lock: FilesystemLock | None = None
 
@@ -266,5 +267,10 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
 def _mount_status(service: ObsdService) -> None:
     """Health, status, metrics and the status page (``obsd.status``)."""
     from obsd.status import mount_status
+    from obsd.tail import TailHub, TailResource, TapSet
 
     service.status = mount_status(service)
+    service.taps = TapSet(service.router)
+    hub = TailHub(service.taps, service.telemetry)
+    hub.setServiceParent(service.inputs_group)
+    service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
