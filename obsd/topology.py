@@ -253,7 +253,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     SelfMetricsService(
         service.telemetry, make_ingest(source="obsd"), reactor, config.daemon.metrics_interval
     ).setServiceParent(service.inputs_group)
-    _mount_status(service)
+    _mount_status(service, make_ingest)
     if config.http.listen:
         site = make_site(service.http_root, reactor)
         for description in config.http.listen:
@@ -264,8 +264,8 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     return service
 
 
-def _mount_status(service: ObsdService) -> None:
-    """Health, status, metrics and the status page (``obsd.status``)."""
+def _mount_status(service: ObsdService, make_ingest: Any) -> None:
+    """Health, status, metrics, the status page, the live tail and derived metrics."""
     from obsd.status import mount_status
     from obsd.tail import TailHub, TailResource, TapSet
 
@@ -274,3 +274,14 @@ def _mount_status(service: ObsdService) -> None:
     hub = TailHub(service.taps, service.telemetry)
     hub.setServiceParent(service.inputs_group)
     service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
+    derived = service.config.derived_metrics
+    if derived.enabled:
+        from obsd.derived import DerivedMetrics
+
+        DerivedMetrics(
+            derived,
+            service.taps,
+            make_ingest(source="obsd.derived"),
+            service.reactor,
+            service.telemetry,
+        ).setServiceParent(service.inputs_group)
