@@ -251,14 +251,14 @@ def _metric_rows(kind: str, name: str, part: dict[str, Any]) -> list[str]:
         full = f"obsd.{kind}.{name}.{counter}"
         rate = part["rates"].get(counter, 0.0)
         rows.append(
-            f'<tr><td>{html.escape(counter)}</td>'
+            f"<tr><td>{html.escape(counter)}</td>"
             f'<td class="value" data-name="{html.escape(full)}">{_number(value)}</td>'
             f'<td class="rate" data-rate="{html.escape(full)}">{rate:.2f}/s</td></tr>'
         )
     for gauge, value in part.get("gauges", {}).items():
         full = f"obsd.{kind}.{name}.{gauge}"
         rows.append(
-            f'<tr><td>{html.escape(gauge)}</td>'
+            f"<tr><td>{html.escape(gauge)}</td>"
             f'<td class="value" data-name="{html.escape(full)}">{_number(value)}</td>'
             '<td class="rate">gauge</td></tr>'
         )
@@ -275,7 +275,7 @@ def _card(kind: str, name: str, part: dict[str, Any]) -> str:
     if part["last_error"]:
         error = (
             f'<p class="err" data-error="{html.escape(name)}">last error: '
-            f'{html.escape(part["last_error"])} (at {part["last_error_at"]:.0f})</p>'
+            f"{html.escape(part['last_error'])} (at {part['last_error_at']:.0f})</p>"
         )
     return (
         f'<div class="card" id="{kind}-{html.escape(name)}"><h3>{head}</h3>'
@@ -287,7 +287,7 @@ def render_page(doc: dict[str, Any]) -> bytes:
     """The status document as a self-refreshing HTML page."""
     ready = "ok" if doc["ready"] else "failing"
     parts = [
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html><head><meta charset="utf-8">',
         f'<meta http-equiv="refresh" content="{PAGE_REFRESH}">',
         f"<title>obsd status</title><style>{_STYLE}</style></head><body>",
         f'<h1>obsd <span class="{ready}" id="ready">{ready}</span></h1>',

@@ -124,6 +124,8 @@ class ObsdService(MultiService):
         self.router: Router | None = None
         self.status: Any = None
         self.taps: Any = None
+        self.output_context: OutputContext | None = None
+        self.reloader: Any = None
         self.log_observer_factory: Any = None
         self._lock: FilesystemLock | None = None
 
@@ -200,6 +202,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         random=random.random,
         shutdown_timeout=config.daemon.shutdown_timeout,
     )
+    service.output_context = output_context
     accepts: dict[str, frozenset[str]] = {}
     default_kinds: dict[str, frozenset[str]] = {}
     for name, out_config in config.outputs.items():
@@ -274,6 +277,10 @@ def _mount_status(service: ObsdService, make_ingest: Any) -> None:
     hub = TailHub(service.taps, service.telemetry)
     hub.setServiceParent(service.inputs_group)
     service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
+    from obsd.reload import Reloader
+
+    service.reloader = Reloader(service)
+    service.reloader.setServiceParent(service.inputs_group)
     derived = service.config.derived_metrics
     if derived.enabled:
         from obsd.derived import DerivedMetrics
