@@ -71,6 +71,12 @@ class RateSampler(Service):
         """Copy every counter now (the oldest copy falls off the window)."""
         self._samples.append((self.clock.seconds(), self.telemetry.counters()))
 
+    def span(self) -> float:
+        """Seconds the rates cover now (less than the window while it fills)."""
+        if not self._samples:
+            return 0.0
+        return float(self.clock.seconds() - self._samples[0][0])
+
     def rates(self) -> dict[str, float]:
         """Per-second change of each counter from the oldest kept copy to now."""
         now = self.clock.seconds()
@@ -152,10 +158,18 @@ class StatusReport:
 
     def listeners(self) -> list[dict[str, Any]]:
         """Every listener: whose, where, and whether it is bound."""
-        return [
-            {"owner": svc.owner, "endpoint": svc.listener.description, "up": svc.port is not None}
-            for svc in _listeners(self.service)
-        ]
+        found = []
+        for svc in _listeners(self.service):
+            host = svc.port.getHost() if svc.port is not None else None
+            found.append(
+                {
+                    "owner": svc.owner,
+                    "endpoint": svc.listener.description,
+                    "up": svc.port is not None,
+                    "port": getattr(host, "port", None),
+                }
+            )
+        return found
 
     def readiness(self) -> dict[str, Any]:
         """Ready when every listener is bound and no output is failing past its threshold."""
@@ -215,6 +229,7 @@ class StatusReport:
             "uptime": service.reactor.seconds() - self.started,
             "ready": self.readiness()["status"] == "ok",
             "rate_window": self.sampler.window,
+            "rate_span": self.sampler.span(),
             "inputs": inputs,
             "outputs": outputs,
             "errors": {
@@ -272,6 +287,12 @@ def _card(kind: str, name: str, part: dict[str, Any]) -> str:
         head += f' <span class="{state}" data-state="{html.escape(name)}">{state}</span>'
     rows = "".join(_metric_rows(kind, name, part)) or '<tr><td colspan="3">no numbers yet</td></tr>'
     error = ""
+    for listener in part.get("listeners", []):
+        up = "ok" if listener["up"] else "failing"
+        error += (
+            f'<p class="meta">{html.escape(listener["endpoint"])} (port {listener["port"]}) '
+            f'<span class="{up}">{"listening" if listener["up"] else "down"}</span></p>'
+        )
     if part["last_error"]:
         error = (
             f'<p class="err" data-error="{html.escape(name)}">last error: '
@@ -292,7 +313,7 @@ def render_page(doc: dict[str, Any]) -> bytes:
         f"<title>obsd status</title><style>{_STYLE}</style></head><body>",
         f'<h1>obsd <span class="{ready}" id="ready">{ready}</span></h1>',
         f'<p class="meta">up <span id="uptime">{doc["uptime"]:.0f}</span> s; '
-        f"rates per second over the last {doc['rate_window']:.0f} s; "
+        f"rates per second over the last {doc['rate_span']:.0f} s; "
         '<a href="/status">/status</a> <a href="/metrics">/metrics</a> '
         '<a href="/readyz">/readyz</a></p>',
         "<h2>inputs</h2>",

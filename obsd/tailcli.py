@@ -8,6 +8,7 @@ matches.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import urllib.error
@@ -28,6 +29,17 @@ def tail_url(base: str, matches: Sequence[str]) -> str:
     return base.rstrip("/") + TAIL_PATH + (f"?{query}" if query else "")
 
 
+def _stamp(value: Any) -> Any:
+    """Epoch seconds as an RFC 3339 UTC stamp with milliseconds; anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
+        except (OverflowError, OSError, ValueError):
+            return value
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value
+
+
 def render_line(line: bytes, renderer: Any, out: IO[str], err: IO[str]) -> None:
     """Show one NDJSON line: an event on ``out``, a marker on ``err``."""
     try:
@@ -44,7 +56,7 @@ def render_line(line: bytes, renderer: Any, out: IO[str], err: IO[str]) -> None:
             err.write(f"obsd tail: following (match: {' '.join(doc.get('match', [])) or 'all'})\n")
         err.flush()
         return
-    fields = {"timestamp": doc.pop("timestamp", ""), "level": doc.pop("level", ""), **doc}
+    fields = {"timestamp": _stamp(doc.pop("timestamp", "")), "level": doc.pop("level", ""), **doc}
     fields.setdefault("event", "")
     out.write(renderer(None, fields["level"] or "info", fields) + "\n")
     out.flush()

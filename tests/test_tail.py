@@ -187,12 +187,12 @@ class TestRender:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         render_line(b'{"_tail":"missed","missed":4}\n', renderer, out, err)
         render_line(
-            b'{"event":"user.login","level":"warning","timestamp":"2024-01-02T03:04:05Z","user":"ann"}\n',
+            b'{"event":"user.login","level":"warning","timestamp":1704164645.5,"user":"ann"}\n',
             renderer, out, err,
         )
         assert "missed 4 events" in err.getvalue()
         line = out.getvalue()
-        assert line.startswith("2024-01-02T03:04:05Z [warning  ] user.login")
+        assert line.startswith("2024-01-02T03:04:05.500Z [warning  ] user.login")
         assert "user=ann" in line
 
     def test_url(self) -> None:

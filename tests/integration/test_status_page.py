@@ -1,0 +1,89 @@
+"""The status page in a real browser: after N syslog lines, the rendered numbers are exactly N."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.integration.fixtures.chromium import Chromium
+from tests.integration.fixtures.obsd import ObsdProcess
+from tests.integration.ops_support import get_json, require_input, send_syslog
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """
+[daemon]
+data_dir = '{data_dir}'
+metrics_interval = 0
+[http]
+listen = ["tcp:0:interface=127.0.0.1"]
+[inputs.syslog]
+listen = ["tcp:0:interface=127.0.0.1"]
+timezone = "UTC"
+[outputs.file]
+batch_timeout = 0.05
+"""
+
+
+class Cells(HTMLParser):
+    """The value cells of the page: data-name -> text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.states: dict[str, str] = {}
+        self._into: tuple[dict[str, str], str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("data-name"):
+            self._into = (self.values, found["data-name"] or "")
+        elif found.get("data-state"):
+            self._into = (self.states, found["data-state"] or "")
+
+    def handle_data(self, data: str) -> None:
+        if self._into is not None:
+            table, key = self._into
+            table[key] = table.get(key, "") + data.strip()
+
+    def handle_endtag(self, tag: str) -> None:
+        self._into = None
+
+
+class TestStatusPage:
+    @pytest.mark.parametrize("count", [7, 250])
+    def test_rendered_numbers_equal_what_was_sent(
+        self, obsd_process: Callable[..., ObsdProcess], chromium: Chromium, count: int, tmp_path: Path
+    ) -> None:
+        """N lines in: the DOM Chromium renders shows received = sent = N, state ok."""
+        require_input("syslog")
+        proc = obsd_process(CONFIG)
+        base = f"http://127.0.0.1:{proc.port('http')}"
+        send_syslog(proc.port("syslog"), [f"user.login number {i}" for i in range(count)])
+        proc.wait_for(
+            lambda: get_json(f"{base}/status")["outputs"]["file"]["counters"].get("sent") == count,
+            what=f"{count} events sent by the file output",
+        )
+        cells = Cells()
+        cells.feed(chromium.dump_dom(base + "/"))
+        assert cells.values["obsd.input.syslog.received"] == str(count)
+        assert cells.values["obsd.output.file.received"] == str(count)
+        assert cells.values["obsd.output.file.sent"] == str(count)
+        assert cells.values["obsd.output.file.queued"] == "0"
+        assert cells.states == {"file": "ok"}
+        status = get_json(f"{base}/status")
+        assert status["inputs"]["syslog"]["counters"]["received"] == count
+        assert re.fullmatch(r"\d+\.\d\d", f"{status['outputs']['file']['rates']['sent']:.2f}")
+        shot = chromium.screenshot(base + "/", tmp_path / "status.png")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if count == 250 and os.environ.get("OBSD_UPDATE_SCREENSHOT"):  # README's picture
+            shutil.copyfile(shot, ROOT / "docs" / "status-page.png")
+        assert proc.stop() == 0
