@@ -15,11 +15,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-INPUT_MODULES: dict[str, str] = {}
+INPUT_MODULES: dict[str, str] = {
+    "sentry": "obsd.inputs.sentry",
+}
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
     "console": "obsd.outputs.console",
+    "sentry": "obsd.outputs.sentry",
 }
 
 
