@@ -119,19 +119,29 @@ class Reloader(Service):
                 return defer.succeed(False)
             outputs[name] = output
             built.append(name)
-        retired = [(n, out) for n, out in current.items() if n not in kept]
+        retired = {n: out for n, out in current.items() if n not in kept}
+        # a changed output with a disk buffer shares its spool with its successor: the old
+        # one stops at once (its spool keeps what it held) and the new one starts, and
+        # replays that spool, only once the old one has closed it; meanwhile the router
+        # hands that output's events to a holder
+        handover = {
+            n: _Holder(n, new.outputs[n].buffer.max_events, service.telemetry)
+            for n in built
+            if n in retired and (_on_disk(old.outputs[n]) or _on_disk(new.outputs[n]))
+        }
+        for name in handover:
+            retired[name].drain_timeout = 0.0
         # stop (start draining) the replaced outputs first, so a new one may take the
         # name; nothing is routed between here and the switch (one reactor turn)
-        drains = [defer.maybeDeferred(out.disownServiceParent) for _, out in retired]
+        stopped = {n: defer.maybeDeferred(out.disownServiceParent) for n, out in retired.items()}
         for name in built:
-            outputs[name].setServiceParent(service.outputs_group)
+            if name not in handover:
+                outputs[name].setServiceParent(service.outputs_group)
+        accepts = {n: output_accepts(c) for n, c in new.outputs.items()}
+        default_kinds = {n: output_default_kinds(c) for n, c in new.outputs.items()}
+        routed: dict[str, Any] = {**outputs, **handover}
         # the switch: from here on every event goes by the new tables
-        service.router.configure(
-            outputs,
-            new.routes,
-            {n: output_accepts(c) for n, c in new.outputs.items()},
-            {n: output_default_kinds(c) for n, c in new.outputs.items()},
-        )
+        service.router.configure(routed, new.routes, accepts, default_kinds)
         service.outputs = outputs
         service.config = new
         recorder = getattr(service.throttle, "on_report", None)
@@ -141,11 +151,49 @@ class Reloader(Service):
             "config reloaded",
             config=new.path,
             started=built,
-            draining=[n for n, _ in retired],
+            draining=sorted(retired),
+            handed_over=sorted(handover),
             kept=sorted(kept),
             routes=len(new.routes),
         )
-        done: defer.Deferred[bool] = defer.gatherResults(drains, consumeErrors=True).addCallback(
-            lambda _: True
-        )
+
+        def take_over(_: Any, name: str) -> None:
+            if service.outputs.get(name) is not outputs[name]:
+                return  # a later reload replaced it already
+            successor = outputs[name]
+            successor.setServiceParent(service.outputs_group)  # opens and replays the spool
+            routed[name] = successor
+            service.router.configure(routed, new.routes, accepts, default_kinds)
+            handover[name].release(successor)
+
+        for name in handover:
+            stopped[name].addBoth(take_over, name)
+        done: defer.Deferred[bool] = defer.gatherResults(
+            list(stopped.values()), consumeErrors=True
+        ).addCallback(lambda _: True)
         return done
+
+
+def _on_disk(config: Any) -> bool:
+    return bool(config.buffer.type != "memory")
+
+
+class _Holder:
+    """Takes an output's events while its predecessor closes the spool they share."""
+
+    def __init__(self, name: str, limit: int, telemetry: Any) -> None:
+        self.name = name
+        self.limit = limit
+        self.held: list[dict[str, Any]] = []
+        self._dropped = telemetry.counter(f"obsd.output.{name}.dropped.reload")
+
+    def accept(self, event: dict[str, Any]) -> None:
+        if len(self.held) >= self.limit:
+            self._dropped.inc()
+            return
+        self.held.append(event)
+
+    def release(self, successor: Any) -> None:
+        held, self.held = self.held, []
+        for event in held:
+            successor.accept(event)

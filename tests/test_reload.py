@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from obsd.config import load_config
 from obsd.reload import restart_parts
@@ -138,3 +140,63 @@ class TestRefusals:
 
         base = {"daemon": {"data_dir": str(tmp_path)}, "outputs": {"file": {}}}
         assert restart_parts(parse_config(base), parse_config({**base, **change})) == parts
+
+
+class SyncThreadPool:
+    """Runs "thread" jobs at once, so a disk buffer's IO is synchronous in tests."""
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kw: Any) -> None:
+        try:
+            result = f(*args, **kw)
+        except Exception as exc:  # noqa: BLE001
+            on_result(False, Failure(exc))
+        else:
+            on_result(True, result)
+
+
+class SyncReactor(MemoryReactorClock):
+    """MemoryReactorClock with a thread pool that runs jobs in place."""
+
+    def getThreadPool(self) -> SyncThreadPool:
+        return SyncThreadPool()
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+DISK = """
+[outputs.a.buffer]
+type = "disk"
+"""
+
+
+class TestDiskBufferHandover:
+    def test_spool_passes_to_the_successor(self, tmp_path: Path) -> None:
+        """A changed disk-buffered output: what the old one held is replayed by the new one, once."""
+        reactor = SyncReactor()
+        write(tmp_path, extra=DISK)
+        service = build_service(load_config(str(tmp_path / "obsd.toml")), reactor, lock=False)
+        service.startService()
+        old = service.outputs["a"]
+        never: list[defer.Deferred[None]] = []
+
+        def stuck(batch: list[bytes]) -> defer.Deferred[None]:
+            never.append(defer.Deferred())
+            return never[-1]
+
+        old.queues[""].destination = type("Stuck", (), {"key": "", "send": staticmethod(stuck)})()
+        send(service, "e1", "e2")
+        reactor.advance(0.5)  # the batch goes out and hangs
+        assert len(never) == 1
+        write(tmp_path, extra=DISK.replace('type = "disk"', 'type = "disk"\nmax_events = 5000'))
+        reloaded = service.reloader.reload()
+        send(service, "e3")  # while the old one closes its spool: held
+        assert not reloaded.called
+        assert service.router._routes["log"][0].outputs[0].held[0]["event"] == "e3"
+        reactor.advance(0)  # the old one's drain deadline (0 s): its spool keeps e1, e2
+        assert success_result_of(reloaded) is True
+        assert service.outputs["a"] is not old and service.outputs["a"].running
+        send(service, "e4")
+        reactor.advance(1)
+        stop(service, reactor)
+        assert lines(tmp_path / "a.jsonl") == ["e1", "e2", "e3", "e4"]
