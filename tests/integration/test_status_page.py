@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import urllib.request
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -79,6 +80,12 @@ class TestStatusPage:
         assert cells.values["obsd.output.file.sent"] == str(count)
         assert cells.values["obsd.output.file.queued"] == "0"
         assert cells.states == {"file": "ok"}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert f"obsd_input_syslog_received_total {count}.0" in metrics.splitlines()
+        assert f"obsd_output_file_sent_total {count}.0" in metrics.splitlines()
+        assert get_json(f"{base}/healthz") == {"status": "ok"}
+        assert get_json(f"{base}/readyz")["reasons"] == []
         status = get_json(f"{base}/status")
         assert status["inputs"]["syslog"]["counters"]["received"] == count
         assert re.fullmatch(r"\d+\.\d\d", f"{status['outputs']['file']['rates']['sent']:.2f}")

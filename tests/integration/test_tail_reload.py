@@ -141,3 +141,47 @@ class TestSighup:
         proc.wait_for(lambda: len(file_events(data_dir / "a.jsonl")) == 1, what="the event in a")
         assert file_events(data_dir / "b.jsonl") == []
         assert proc.stop() == 0
+
+
+DISK_CONFIG = """
+[daemon]
+data_dir = '{data_dir}'
+metrics_interval = 0
+[inputs.syslog]
+listen = ["tcp:0:interface=127.0.0.1"]
+timezone = "UTC"
+[outputs.a]
+type = "file"
+path = '{data_dir}/a.jsonl'
+batch_timeout = 0.05
+[outputs.a.buffer]
+type = "disk"
+max_events = 100000
+"""
+
+
+class TestSighupDiskBuffer:
+    def test_changed_disk_buffered_output_loses_nothing(
+        self, obsd_process: Callable[..., ObsdProcess]
+    ) -> None:
+        """SIGHUP while a disk-buffered output is busy: its successor replays the spool, each event once."""
+        require_input("syslog")
+        proc = obsd_process(DISK_CONFIG)
+        data_dir: Path = proc.data_dir  # type: ignore[attr-defined]
+        port = proc.port("syslog")
+        send_syslog(port, [f"before {i}" for i in range(2000)])
+        config = proc.workdir / "obsd.toml"
+        config.write_text(config.read_text().replace("max_events = 100000", "max_events = 200000"))
+        os.kill(proc.pid, signal.SIGHUP)
+        proc.wait_for(
+            lambda: any(e.get("event") == "config reloaded" for e in proc.log_events()),
+            what="the reload",
+        )
+        reloaded = next(e for e in proc.log_events() if e.get("event") == "config reloaded")
+        assert reloaded["handed_over"] == ["a"]
+        send_syslog(port, [f"after {i}" for i in range(500)])
+        proc.wait_for(lambda: len(file_events(data_dir / "a.jsonl")) >= 2500, what="2500 events in a")
+        assert proc.stop() == 0
+        texts = [e["event"] for e in file_events(data_dir / "a.jsonl")]
+        assert sorted(texts) == sorted([f"before {i}" for i in range(2000)] + [f"after {i}" for i in range(500)])
+        assert [t for t in texts if t.startswith("before")] == [f"before {i}" for i in range(2000)]
