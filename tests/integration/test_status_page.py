@@ -1,4 +1,8 @@
-"""The status page in a real browser: after N syslog lines, the rendered numbers are exactly N."""
+"""The status page in a real browser: after N events, the rendered numbers are exactly N.
+
+Events go in through every input this checkout has of syslog (lines over TCP)
+and Sentry (store requests); a missing one skips its case, or fails it under CI.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,14 @@ import pytest
 
 from tests.integration.fixtures.chromium import Chromium
 from tests.integration.fixtures.obsd import ObsdProcess
-from tests.integration.ops_support import get_json, require_input, send_syslog
+from tests.integration.ops_support import (
+    SENTRY_KEY,
+    SENTRY_PROJECT,
+    get_json,
+    require_input,
+    send_sentry,
+    send_syslog,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +37,16 @@ data_dir = '{data_dir}'
 metrics_interval = 0
 [http]
 listen = ["tcp:0:interface=127.0.0.1"]
-[inputs.syslog]
-listen = ["tcp:0:interface=127.0.0.1"]
-timezone = "UTC"
 [outputs.file]
 batch_timeout = 0.05
 """
+
+INPUTS = {
+    "syslog": '[inputs.syslog]\nlisten = ["tcp:0:interface=127.0.0.1"]\ntimezone = "UTC"\n',
+    "sentry": f"[inputs.sentry]\nprojects = [{{ id = {SENTRY_PROJECT}, keys = ['{SENTRY_KEY}'] }}]\n",
+}
+#: the counter each input keeps of the events it accepted
+ACCEPTED = {"syslog": "received", "sentry": "events"}
 
 
 class Cells(HTMLParser):
@@ -60,34 +75,44 @@ class Cells(HTMLParser):
 
 
 class TestStatusPage:
-    @pytest.mark.parametrize("count", [7, 250])
+    @pytest.mark.parametrize(("kind", "count"), [("syslog", 7), ("syslog", 250), ("sentry", 25)])
     def test_rendered_numbers_equal_what_was_sent(
-        self, obsd_process: Callable[..., ObsdProcess], chromium: Chromium, count: int, tmp_path: Path
+        self,
+        obsd_process: Callable[..., ObsdProcess],
+        chromium: Chromium,
+        kind: str,
+        count: int,
+        tmp_path: Path,
     ) -> None:
-        """N lines in: the DOM Chromium renders shows received = sent = N, state ok."""
-        require_input("syslog")
-        proc = obsd_process(CONFIG)
+        """N events in: the DOM Chromium renders shows accepted = sent = N, state ok."""
+        require_input(kind)
+        proc = obsd_process(CONFIG + INPUTS[kind])
         base = f"http://127.0.0.1:{proc.port('http')}"
-        send_syslog(proc.port("syslog"), [f"user.login number {i}" for i in range(count)])
+        texts = [f"user.login number {i}" for i in range(count)]
+        if kind == "syslog":
+            send_syslog(proc.port("syslog"), texts)
+        else:
+            send_sentry(base, texts)
         proc.wait_for(
             lambda: get_json(f"{base}/status")["outputs"]["file"]["counters"].get("sent") == count,
             what=f"{count} events sent by the file output",
         )
         cells = Cells()
         cells.feed(chromium.dump_dom(base + "/"))
-        assert cells.values["obsd.input.syslog.received"] == str(count)
+        accepted = f"obsd.input.{kind}.{ACCEPTED[kind]}"
+        assert cells.values[accepted] == str(count)
         assert cells.values["obsd.output.file.received"] == str(count)
         assert cells.values["obsd.output.file.sent"] == str(count)
         assert cells.values["obsd.output.file.queued"] == "0"
         assert cells.states == {"file": "ok"}
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
             metrics = response.read().decode()
-        assert f"obsd_input_syslog_received_total {count}.0" in metrics.splitlines()
+        assert f"{accepted.replace('.', '_')}_total {count}.0" in metrics.splitlines()
         assert f"obsd_output_file_sent_total {count}.0" in metrics.splitlines()
         assert get_json(f"{base}/healthz") == {"status": "ok"}
         assert get_json(f"{base}/readyz")["reasons"] == []
         status = get_json(f"{base}/status")
-        assert status["inputs"]["syslog"]["counters"]["received"] == count
+        assert status["inputs"][kind]["counters"][ACCEPTED[kind]] == count
         assert re.fullmatch(r"\d+\.\d\d", f"{status['outputs']['file']['rates']['sent']:.2f}")
         shot = chromium.screenshot(base + "/", tmp_path / "status.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

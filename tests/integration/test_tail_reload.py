@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.fixtures.obsd import ObsdProcess, obsd_env
-from tests.integration.ops_support import file_events, require_input, send_syslog
+from tests.integration.ops_support import (
+    EVENT_KIND,
+    INPUT_CONFIG,
+    file_events,
+    pick_input,
+    send_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +29,6 @@ data_dir = '{data_dir}'
 metrics_interval = 0
 [http]
 listen = ["tcp:0:interface=127.0.0.1"]
-[inputs.syslog]
-listen = ["tcp:0:interface=127.0.0.1"]
-timezone = "UTC"
 [outputs.file]
 batch_timeout = 0.05
 """
@@ -33,8 +37,8 @@ batch_timeout = 0.05
 class TestTailCli:
     def test_follows_matching_events(self, obsd_process: Callable[..., ObsdProcess]) -> None:
         """`python -m obsd tail --match event=user.*` prints exactly the matching events, rendered."""
-        require_input("syslog")
-        proc = obsd_process(TAIL_CONFIG)
+        kind = pick_input()
+        proc = obsd_process(TAIL_CONFIG + INPUT_CONFIG[kind])
         url = f"http://127.0.0.1:{proc.port('http')}"
         tail = subprocess.Popen(
             [sys.executable, "-m", "obsd", "tail", "--url", url, "--match", "event=user.*"],
@@ -47,7 +51,7 @@ class TestTailCli:
             assert tail.stderr is not None and tail.stdout is not None
             assert "following (match: event=user.*)" in tail.stderr.readline()
             texts = ["user.login ann", "order.paid 1", "user.logout ann", "order.paid 2", "user.login bob"]
-            send_syslog(proc.port("syslog"), texts)
+            send_events(kind, proc, texts)
             lines = [tail.stdout.readline() for _ in range(3)]
         finally:
             tail.terminate()
@@ -57,14 +61,13 @@ class TestTailCli:
             "user.logout ann",
             "user.login bob",
         ]
-        assert all(line.startswith("2024-01-02T03:04:05") and "[info" in line for line in lines)
-        assert all("source=syslog" in line for line in lines)
+        assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[", line) for line in lines)
+        assert all(f"source={kind}" in line and f"kind={EVENT_KIND[kind]}" in line for line in lines)
         assert proc.stop() == 0
 
     def test_bad_match_exits_1(self, obsd_process: Callable[..., ObsdProcess]) -> None:
         """A filter the server refuses ends the CLI with status 1 and the reason."""
-        proc = obsd_process(TAIL_CONFIG.replace("[inputs.syslog]", "[inputs.x]").split("[inputs.x]")[0]
-                            + "[outputs.file]\n")
+        proc = obsd_process(TAIL_CONFIG)
         url = f"http://127.0.0.1:{proc.port('http')}"
         result = subprocess.run(
             [sys.executable, "-m", "obsd", "tail", "--url", url, "--match", "colour=red"],
@@ -79,9 +82,8 @@ RELOAD_CONFIG = """
 [daemon]
 data_dir = '{data_dir}'
 metrics_interval = 0
-[inputs.syslog]
+[http]
 listen = ["tcp:0:interface=127.0.0.1"]
-timezone = "UTC"
 [outputs.a]
 type = "file"
 path = '{data_dir}/a.jsonl'
@@ -91,19 +93,23 @@ type = "file"
 path = '{data_dir}/b.jsonl'
 batch_timeout = 0.05
 [[routes]]
-match = {{ kind = ["log"] }}
+match = {{ kind = ["{kind}"] }}
 outputs = ["{target}"]
 """
+
+
+def reload_config(kind: str) -> str:
+    text = RELOAD_CONFIG.replace("{target}", "a").replace("{kind}", EVENT_KIND[kind])
+    return text.replace("{{", "{").replace("}}", "}") + INPUT_CONFIG[kind]
 
 
 class TestSighup:
     def test_route_change_loses_nothing(self, obsd_process: Callable[..., ObsdProcess]) -> None:
         """N lines to a, SIGHUP after the config routes to b, M lines to b: exactly N in a, M in b."""
-        require_input("syslog")
-        proc = obsd_process(RELOAD_CONFIG.replace("{target}", "a").replace("{{", "{").replace("}}", "}"))
+        kind = pick_input()
+        proc = obsd_process(reload_config(kind))
         data_dir: Path = proc.data_dir  # type: ignore[attr-defined]
-        port = proc.port("syslog")
-        send_syslog(port, [f"before {i}" for i in range(300)])
+        send_events(kind, proc, [f"before {i}" for i in range(300)])
         proc.wait_for(lambda: len(file_events(data_dir / "a.jsonl")) == 300, what="300 events in a")
         config = proc.workdir / "obsd.toml"
         config.write_text(config.read_text().replace('outputs = ["a"]', 'outputs = ["b"]'))
@@ -112,7 +118,7 @@ class TestSighup:
             lambda: any(e.get("event") == "config reloaded" for e in proc.log_events()),
             what="the reload",
         )
-        send_syslog(port, [f"after {i}" for i in range(200)])
+        send_events(kind, proc, [f"after {i}" for i in range(200)])
         proc.wait_for(lambda: len(file_events(data_dir / "b.jsonl")) == 200, what="200 events in b")
         assert proc.stop() == 0
         assert [e["event"] for e in file_events(data_dir / "a.jsonl")] == [f"before {i}" for i in range(300)]
@@ -122,12 +128,13 @@ class TestSighup:
         self, obsd_process: Callable[..., ObsdProcess]
     ) -> None:
         """A changed listener needs a restart: logged, and the old config keeps serving."""
-        require_input("syslog")
-        proc = obsd_process(RELOAD_CONFIG.replace("{target}", "a").replace("{{", "{").replace("}}", "}"))
+        kind = pick_input()
+        proc = obsd_process(reload_config(kind))
         data_dir: Path = proc.data_dir  # type: ignore[attr-defined]
         config = proc.workdir / "obsd.toml"
         config.write_text(
-            config.read_text().replace("tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.2")
+            config.read_text()
+            .replace("tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.2", 1)
             .replace('outputs = ["a"]', 'outputs = ["b"]')
         )
         os.kill(proc.pid, signal.SIGHUP)
@@ -136,8 +143,8 @@ class TestSighup:
             what="the refusal",
         )
         refusal = next(e for e in proc.log_events() if "need a restart" in str(e.get("event")))
-        assert refusal["needs_restart"] == ["inputs.syslog"]
-        send_syslog(proc.port("syslog"), ["still a"])
+        assert refusal["needs_restart"] == ["http"]
+        send_events(kind, proc, ["still a"])
         proc.wait_for(lambda: len(file_events(data_dir / "a.jsonl")) == 1, what="the event in a")
         assert file_events(data_dir / "b.jsonl") == []
         assert proc.stop() == 0
@@ -147,9 +154,8 @@ DISK_CONFIG = """
 [daemon]
 data_dir = '{data_dir}'
 metrics_interval = 0
-[inputs.syslog]
+[http]
 listen = ["tcp:0:interface=127.0.0.1"]
-timezone = "UTC"
 [outputs.a]
 type = "file"
 path = '{data_dir}/a.jsonl'
@@ -165,11 +171,11 @@ class TestSighupDiskBuffer:
         self, obsd_process: Callable[..., ObsdProcess]
     ) -> None:
         """SIGHUP while a disk-buffered output is busy: its successor replays the spool, each event once."""
-        require_input("syslog")
-        proc = obsd_process(DISK_CONFIG)
+        kind = pick_input()
+        proc = obsd_process(DISK_CONFIG + INPUT_CONFIG[kind])
         data_dir: Path = proc.data_dir  # type: ignore[attr-defined]
-        port = proc.port("syslog")
-        send_syslog(port, [f"before {i}" for i in range(2000)])
+        count = 2000 if kind == "syslog" else 300  # Sentry: one request per event
+        send_events(kind, proc, [f"before {i}" for i in range(count)])
         config = proc.workdir / "obsd.toml"
         config.write_text(config.read_text().replace("max_events = 100000", "max_events = 200000"))
         os.kill(proc.pid, signal.SIGHUP)
@@ -179,9 +185,11 @@ class TestSighupDiskBuffer:
         )
         reloaded = next(e for e in proc.log_events() if e.get("event") == "config reloaded")
         assert reloaded["handed_over"] == ["a"]
-        send_syslog(port, [f"after {i}" for i in range(500)])
-        proc.wait_for(lambda: len(file_events(data_dir / "a.jsonl")) >= 2500, what="2500 events in a")
+        send_events(kind, proc, [f"after {i}" for i in range(500)])
+        total = count + 500
+        proc.wait_for(lambda: len(file_events(data_dir / "a.jsonl")) >= total, what=f"{total} in a")
         assert proc.stop() == 0
         texts = [e["event"] for e in file_events(data_dir / "a.jsonl")]
-        assert sorted(texts) == sorted([f"before {i}" for i in range(2000)] + [f"after {i}" for i in range(500)])
-        assert [t for t in texts if t.startswith("before")] == [f"before {i}" for i in range(2000)]
+        before = [f"before {i}" for i in range(count)]
+        assert sorted(texts) == sorted(before + [f"after {i}" for i in range(500)])
+        assert [t for t in texts if t.startswith("before")] == before
