@@ -321,6 +321,15 @@ def render_page(doc: dict[str, Any]) -> bytes:
     parts += [_card("input", n, p) for n, p in doc["inputs"].items()] or ["<p>none</p>"]
     parts.append("<h2>outputs</h2>")
     parts += [_card("output", n, p) for n, p in doc["outputs"].items()] or ["<p>none</p>"]
+    if doc["errors"]:
+        parts.append("<h2>last problems</h2><table>")
+        for component, noted in doc["errors"].items():
+            parts.append(
+                f'<tr><td>{html.escape(component)}</td><td class="err">'
+                f'{html.escape(noted["message"])}</td><td class="rate">at {noted["at"]:.0f}, '
+                f'{noted["count"]} so far</td></tr>'
+            )
+        parts.append("</table>")
     parts.append("</body></html>\n")
     return "".join(parts).encode()
 

@@ -171,4 +171,6 @@ class TestPage:
         cells = dict(re.findall(r'data-name="([^"]+)">([^<]+)<', page))
         assert cells["obsd.output.file.sent"] == "12"
         assert "<script" not in page
+        service.throttle.warning("file:x", "cannot write", output="file", reason="disk full")
+        assert "cannot write: disk full" in get(service, "/")[1]
         success_result_of(service.stopService())
