@@ -18,6 +18,7 @@ from types import ModuleType
 INPUT_MODULES: dict[str, str] = {
     "sentry": "obsd.inputs.sentry",
     "statsd": "obsd.inputs.statsd",
+    "syslog": "obsd.inputs.syslog",
 }
 
 OUTPUT_MODULES: dict[str, str] = {
