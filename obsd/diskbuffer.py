@@ -222,10 +222,21 @@ class DiskBuffer:
         return records, seqs
 
     def give_back(self, records: Iterable[bytes], token: Token | None = None) -> None:
+        """Put records back for a retry, in sequence order.
+
+        With several batches in flight they may fail in any order; merging them
+        back by sequence number keeps the window sorted, which the ack (the
+        lowest undelivered number) relies on.
+        """
         assert token is not None
         records = list(records)
         self._forget(token)
-        self._mem.extendleft(reversed(list(zip(token, records, strict=True))))
+        pairs = sorted(zip(token, records, strict=True))
+        mem = self._mem
+        head: list[tuple[int, bytes]] = []
+        while mem and pairs and mem[0][0] < pairs[-1][0]:
+            head.append(mem.popleft())
+        mem.extendleft(reversed(sorted(head + pairs)) if head else reversed(pairs))
         added = sum(len(r) for r in records)
         self._mem_bytes += added
         self.bytes = self._mem_bytes

@@ -430,7 +430,7 @@ class DeliveryQueue:
             "queued": len(self.buffer),
             "queued_bytes": self.buffer.bytes,
             "spool_bytes": getattr(self.buffer, "disk_bytes", 0),
-            "in_flight": sum(len(b) for b in self._in_flight.values()),
+            "in_flight": sum(len(batch) for batch, _token in self._in_flight.values()),
             "failures_in_row": self.failures_in_row,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,

@@ -176,7 +176,8 @@ class TestOutages:
         segment.write_bytes(bytes(data[:-7]))
         upstream.start()
         agent.start()
-        upstream.wait_for(lambda: len(arrived(upstream)) >= 28, timeout=30, what="28 reports")
+        upstream.wait_for(lambda: len(arrived(upstream)) >= 28, timeout=30,
+                          what=f"28 reports; agent log:\n{agent.output()[-3000:]}")
         time.sleep(1.0)  # nothing more comes
         assert len(arrived(upstream)) == 28
         skipped = [e for e in agent.log_events() if e.get("event") == "damaged spool record skipped"]

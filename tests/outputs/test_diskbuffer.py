@@ -190,3 +190,27 @@ class TestLimits:
         out.accept(ev(9))
         assert out.context.flow_control.congested
         stop(out, clock)
+
+
+class TestOrder:
+    def test_batches_failing_out_of_order_keep_the_window_sorted(self, tmp_path: Path) -> None:
+        """A later batch failing before an earlier one must not move the ack past the earlier."""
+        from obsd.diskbuffer import DiskBuffer
+
+        clock = Clock()
+        buffer = DiskBuffer(
+            tmp_path, max_events=100, max_bytes=100_000, when_full="block", high_watermark=0.8,
+            low_watermark=0.5, memory_events=100, memory_bytes=100_000, segment_bytes=4096,
+            clock=clock, sync_interval=1.0, fsync=False, run_io=run_now, report=lambda *a: None,
+        )
+        buffer.open()
+        for i in range(3):
+            buffer.put(f"r{i}".encode())
+        first, first_token = buffer.take_batch(1, 1000)
+        second, second_token = buffer.take_batch(1, 1000)
+        buffer.give_back(first, first_token)
+        buffer.give_back(second, second_token)
+        assert len(buffer) == 3
+        records, _token = buffer.take_batch(10, 1000)
+        assert records == [b"r0", b"r1", b"r2"]
+        success_result_of(buffer.close())
