@@ -15,11 +15,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-INPUT_MODULES: dict[str, str] = {}
+INPUT_MODULES: dict[str, str] = {
+    "relay": "obsd.inputs.relay",
+}
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
     "console": "obsd.outputs.console",
+    "relay": "obsd.outputs.relay",
+    "syslog": "obsd.outputs.syslog",
 }
 
 
