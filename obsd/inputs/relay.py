@@ -218,7 +218,7 @@ class RelayResource(Resource):
         seen.expire()
         accepted = duplicates = 0
         ingest = self.ingest
-        emit = {
+        emit: dict[Any, Any] = {
             events.LOG: ingest.log,
             events.ERROR: ingest.error,
             events.METRIC: ingest.metric,
@@ -237,7 +237,7 @@ class RelayResource(Resource):
             source = event.get(events.SOURCE)
             if not isinstance(source, str) or not source:
                 event[events.SOURCE] = self.name
-            method = emit.get(event.get(events.KIND), ingest.log)  # type: ignore[arg-type]
+            method = emit.get(event.get(events.KIND), ingest.log)
             method(event)
             if event_id is not None:
                 seen.add(event_id)
