@@ -8,7 +8,10 @@ on disk), so the agent may forget the batch; any other answer makes the agent
 keep it and send it again.  Retries therefore bring duplicates, and they are
 dropped here by the events' ``id``: ids seen within ``dedupe_window`` seconds
 (at most ``dedupe_size`` of them, least recently seen forgotten first) are
-counted as ``duplicates`` and not passed on.
+counted as ``duplicates`` and not passed on.  The ids are saved in
+``data_dir/relay-NAME-seen.txt`` on stop and read back on start, so a restart
+does not forget them; after a crash they are lost, and a batch that was in
+flight then may come twice.
 
 Relayed events keep their ``id``, ``timestamp``, ``host`` and ``source``: they
 go through an ingest logger with no bound source.  Metric points arrive as the
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -97,6 +102,38 @@ class SeenIds:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def save(self, path: Path) -> None:
+        """Write the ids still within the window, so a restart keeps dropping them."""
+        self.expire()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        with temporary.open("w") as handle:
+            for event_id, when in self._seen.items():
+                handle.write(f"{when!r} {event_id}\n")
+        os.replace(temporary, path)
+
+    def load(self, path: Path) -> int:
+        """Read ids saved by ``save``; a missing or damaged file gives what it can."""
+        try:
+            text = path.read_text()
+        except OSError:
+            return 0
+        loaded = 0
+        for line in text.splitlines():
+            when_text, _, event_id = line.partition(" ")
+            try:
+                when = float(when_text)
+            except ValueError:
+                continue
+            if event_id and event_id not in self._seen:
+                self._seen[event_id] = when
+                loaded += 1
+        self._seen = OrderedDict(sorted(self._seen.items(), key=lambda item: item[1]))
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        self.expire()
+        return loaded
 
     def expire(self) -> None:
         """Forget ids older than the window (oldest are at the head)."""
@@ -247,9 +284,35 @@ class RelayResource(Resource):
         return accepted, duplicates
 
 
+class RelayInputService(Service):
+    """Keeps the dedupe ids across restarts: loaded on start, saved on stop."""
+
+    def __init__(self, name: str, resource: RelayResource, path: Path | None) -> None:
+        self.setName(name)
+        self.resource = resource
+        self.path = path
+
+    def startService(self) -> None:
+        super().startService()
+        if self.path is not None:
+            self.resource.seen.load(self.path)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.path is not None:
+            try:
+                self.resource.seen.save(self.path)
+            except OSError as exc:
+                self.resource.context.throttle.error(
+                    f"{self.name}:save", "cannot save the relay dedupe ids",
+                    input=self.name, path=str(self.path), error=str(exc),
+                )
+
+
 def build_input(name: str, config: Config, context: Any) -> IService:
-    """Mount the resource on ``[http]``; the service itself has nothing to run."""
-    context.http.mount(MOUNT, RelayResource(name, config, context))
-    service = Service()
-    service.setName(name)
-    return service
+    """Mount the resource on ``[http]``; the service keeps the dedupe ids across restarts."""
+    resource = RelayResource(name, config, context)
+    context.http.mount(MOUNT, resource)
+    data_dir = getattr(context, "data_dir", None)
+    path = Path(data_dir) / f"relay-{name}-seen.txt" if data_dir is not None else None
+    return RelayInputService(name, resource, path)

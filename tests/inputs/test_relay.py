@@ -286,3 +286,27 @@ class TestCheckConfig:
         check_config("relay", cfg, None, problems)  # type: ignore[arg-type]
         assert any(problem in line for line in problems.lines)
 
+
+
+class TestPersistence:
+    def test_ids_survive_a_restart(self, context: Context, clock: Clock, tmp_path: Any) -> None:
+        """Ids saved on stop are loaded on start, so a resend after a restart is still dropped."""
+        from obsd.inputs.relay import RelayInputService
+
+        resource, stub = make(context)
+        service = RelayInputService("relay", resource, tmp_path / "seen.txt")
+        service.startService()
+        post(stub, body([event(1), event(2)]))
+        service.stopService()
+        again, stub2 = make(context)
+        RelayInputService("relay", again, tmp_path / "seen.txt").startService()
+        _, doc = post(stub2, body([event(1), event(3)]))
+        assert doc == {"accepted": 1, "duplicates": 1}
+
+    def test_expired_and_damaged_lines_are_skipped(self, clock: Clock, tmp_path: Any) -> None:
+        """Lines past the window or not parseable are not loaded."""
+        path = tmp_path / "seen.txt"
+        path.write_text(f"{clock.seconds() - 700!r} old\nnonsense\n{clock.seconds()!r} new\n")
+        seen = SeenIds(600.0, 10, clock.seconds)
+        seen.load(path)
+        assert (seen.seen("old"), seen.seen("new"), len(seen)) == (False, True, 1)
