@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable
+from typing import Any
 
 BLOCK = "block"
 DROP_NEWEST = "drop_newest"
@@ -24,6 +25,9 @@ BLOCK_HARD_CAP = 2
 
 class BoundedBuffer:
     """A FIFO of encoded records with count and byte limits."""
+
+    #: what is left at shutdown is lost (a DiskBuffer keeps it)
+    durable = False
 
     __slots__ = (
         "_high_bytes",
@@ -123,7 +127,22 @@ class BoundedBuffer:
         self._update_pressure()
         return batch
 
-    def give_back(self, records: Iterable[bytes]) -> None:
+    #: records waiting outside memory (only a DiskBuffer has any)
+    backlog = 0
+
+    @property
+    def ready(self) -> int:
+        """Records that can be taken now."""
+        return len(self._records)
+
+    def take_batch(self, max_count: int, max_bytes: int) -> tuple[list[bytes], None]:
+        """``take``, with the (empty) token a DiskBuffer uses for acknowledgements."""
+        return self.take(max_count, max_bytes), None
+
+    def ack(self, token: Any) -> None:
+        """Delivered records need no bookkeeping in memory."""
+
+    def give_back(self, records: Iterable[bytes], token: None = None) -> None:
         """Put records taken earlier back at the head, in their order (for retries).
 
         They were accepted already, so limits do not apply to them.

@@ -51,6 +51,15 @@ class DaemonConfig:
     log_interval: float = setting(
         10.0, check=at_least(0.1), help="seconds between repeats of one kind of throttled warning"
     )
+    sync_interval: float = setting(
+        1.0,
+        check=at_least(0.01),
+        help="seconds between writes of disk buffers to disk: what kill -9 can lose",
+    )
+    durability: Literal["async", "sync"] = setting(
+        "async",
+        help="sync: HTTP ingest answers only once the event is on disk (fsync'd)",
+    )
     metrics_interval: float = setting(
         60.0,
         check=at_least(0),
@@ -96,15 +105,28 @@ class RouteConfig:
 class BufferConfig:
     """``[outputs.NAME.buffer]``: the bounded queue every output owns."""
 
-    type: Literal["memory"] = setting("memory", help="where the queue lives")
+    type: Literal["memory", "disk"] = setting(
+        "memory", help="memory, or disk: written ahead to a spool under data_dir/spool"
+    )
     max_events: int = setting(100_000, check=at_least(1), help="events held at most")
-    max_bytes: int = setting(64 * MiB, check=at_least(1024), help="encoded bytes held at most")
+    max_bytes: int = setting(
+        64 * MiB, check=at_least(1024), help="encoded bytes held at most (on disk, for disk)"
+    )
     when_full: WhenFull = setting(
         "block",
         help="block: pause stream inputs and answer 503 on HTTP; drop_newest; drop_oldest",
     )
     high_watermark: float = setting(
         0.8, help="fraction of a limit at which inputs are asked to pause"
+    )
+    memory_events: int = setting(
+        10_000, check=at_least(1), help="disk buffers: events kept in memory for sending"
+    )
+    memory_bytes: int = setting(
+        16 * MiB, check=at_least(1024), help="disk buffers: bytes kept in memory for sending"
+    )
+    segment_bytes: int = setting(
+        16 * MiB, check=at_least(4096), help="disk buffers: size of one spool segment file"
     )
     low_watermark: float = setting(0.5, help="fraction of a limit at which they resume")
 

@@ -17,6 +17,7 @@ from types import ModuleType
 
 INPUT_MODULES: dict[str, str] = {
     "relay": "obsd.inputs.relay",
+    "sentry": "obsd.inputs.sentry",
 }
 
 OUTPUT_MODULES: dict[str, str] = {

@@ -56,6 +56,9 @@ class InputContext:
     config: ObsdConfig
     #: make another ingest logger with other bound context (the relay input needs none)
     make_ingest: Any = None
+    #: ``wait_durable()``: fires once what was accepted so far is on disk, where
+    #: ``[daemon] durability = "sync"``; at once otherwise (HTTP inputs answer after it)
+    wait_durable: Any = None
 
     @property
     def clock(self) -> Any:
@@ -138,6 +141,12 @@ class ObsdService(MultiService):
                 parent.setComponent(ILogObserver, self.log_observer_factory())
         super().setServiceParent(parent)
 
+    def wait_durable(self) -> defer.Deferred[Any]:
+        """With ``durability = "sync"``: fires once every accepted event is on disk."""
+        if self.config.daemon.durability != "sync":
+            return defer.succeed(None)
+        return defer.gatherResults([out.wait_durable() for out in self.outputs.values()])
+
     def lock_data_dir(self) -> None:
         """Refuse to run where another obsd uses the same ``data_dir``."""
         data_dir = self.config.data_dir
@@ -197,6 +206,8 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         hostname=config.hostname,
         random=random.random,
         shutdown_timeout=config.daemon.shutdown_timeout,
+        sync_interval=config.daemon.sync_interval,
+        fsync=config.daemon.durability == "sync",
     )
     accepts: dict[str, frozenset[str]] = {}
     default_kinds: dict[str, frozenset[str]] = {}
@@ -245,6 +256,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
             http=service.http_root,
             config=config,
             make_ingest=make_ingest,
+            wait_durable=service.wait_durable,
         )
         built = module.build_input(name, in_config, context)
         IService(built).setServiceParent(service.inputs_group)

@@ -71,6 +71,8 @@ class ScrubRules:
 
 
 DEFAULT_SCRUB: Final = ScrubRules()
+#: How many key names a ``Scrubber`` remembers the verdict for.
+_MAX_KNOWN: Final = 4096
 
 
 def _normal(name: str) -> str:
@@ -83,12 +85,15 @@ class Scrubber:
     Usable as a structlog-style processor: ``scrubber(logger, method, event)``.
     """
 
-    __slots__ = ("_keys", "_pair", "_replacement", "_url")
+    __slots__ = ("_keys", "_known", "_pair", "_replacement", "_url")
 
     def __init__(self, rules: ScrubRules = DEFAULT_SCRUB) -> None:
         self._keys = rules.all_keys()
         self._replacement = rules.replacement
         self._url = rules.url_passwords
+        #: key name -> secret?  Events repeat the same few hundred key names, so
+        #: the substring test runs once per name (bounded: cleared when it grows).
+        self._known: dict[str, bool] = {}
         names = "|".join(
             re.escape(key) for key in sorted(set(self._keys), key=len, reverse=True)
         )
@@ -119,8 +124,14 @@ class Scrubber:
 
     def secret_key(self, name: str) -> bool:
         """Whether a key called ``name`` holds a secret under these rules."""
-        normal = _normal(name)
-        return any(key in normal for key in self._keys)
+        known = self._known.get(name)
+        if known is None:
+            normal = _normal(name)
+            known = any(key in normal for key in self._keys)
+            if len(self._known) >= _MAX_KNOWN:
+                self._known.clear()
+            self._known[name] = known
+        return known
 
     def _entry(self, key: Any, value: Any) -> Any:
         if isinstance(key, str) and self.secret_key(key) and value is not None:

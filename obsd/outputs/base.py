@@ -14,6 +14,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import attrs
@@ -23,8 +24,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from obsd.buffers import BoundedBuffer
-from obsd.config import OutputConfig
+from obsd.config import BufferConfig, OutputConfig
 from obsd.deadletter import DeadLetterFile
+from obsd.diskbuffer import DiskBuffer
 from obsd.flowcontrol import FlowControl
 from obsd.log import get_logger
 from obsd.telemetry import Telemetry
@@ -76,6 +78,10 @@ class OutputContext:
     hostname: str = ""
     random: Callable[[], float] = random.random
     shutdown_timeout: float = 10.0
+    #: disk buffers: seconds between writes, fsync or not, and how blocking I/O runs
+    sync_interval: float = 1.0
+    fsync: bool = False
+    run_io: Any = None
 
 
 def backoff_delay(
@@ -107,11 +113,8 @@ class DeliveryQueue:
         self._ctx = context
         self._clock = context.clock
         self._decode = decode
-        buf = config.buffer
-        self.buffer = BoundedBuffer(
-            buf.max_events, buf.max_bytes, buf.when_full, buf.high_watermark, buf.low_watermark
-        )
         self.queue_id = f"{output_name}/{destination.key}" if destination.key else output_name
+        self.buffer: BoundedBuffer | DiskBuffer = self._make_buffer(config.buffer)
         self._batch_size = config.batch_size
         self._batch_bytes = config.batch_bytes
         prefix = f"obsd.output.{output_name}"
@@ -121,7 +124,10 @@ class DeliveryQueue:
         self._retried = tel.counter(f"{prefix}.retried")
         self._rejected = tel.counter(f"{prefix}.rejected")
         self._drop_prefix = f"{prefix}.dropped"
-        self._in_flight: dict[defer.Deferred[Any], list[bytes]] = {}
+        self._counted_drops = 0
+        self._kicking = False
+        self._kick_again = False
+        self._in_flight: dict[defer.Deferred[Any], tuple[list[bytes], Any]] = {}
         self._timer: IDelayedCall | None = None
         self._backoff: IDelayedCall | None = None
         self._flush_due = False
@@ -138,6 +144,67 @@ class DeliveryQueue:
         self.leftovers: list[bytes] = []
         self._log = get_logger(f"obsd.output.{output_name}")
 
+    def _make_buffer(self, buf: BufferConfig) -> BoundedBuffer | DiskBuffer:
+        if buf.type == "memory":
+            return BoundedBuffer(
+                buf.max_events, buf.max_bytes, buf.when_full, buf.high_watermark, buf.low_watermark
+            )
+        ctx = self._ctx
+        key = self.destination.key
+        directory = Path(ctx.data_dir) / "spool" / self.name
+        if key:
+            directory = directory / "".join(c if c.isalnum() or c in "-._" else "_" for c in key)
+        run_io = ctx.run_io
+        if run_io is None:
+            from twisted.internet.threads import deferToThreadPool
+
+            reactor = ctx.reactor
+            run_io = functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())
+
+        def report(event: str, reason: str) -> None:
+            ctx.throttle.warning(f"{self.queue_id}:{event}", event, output=self.name, reason=reason)
+
+        disk = DiskBuffer(
+            directory,
+            max_events=buf.max_events,
+            max_bytes=buf.max_bytes,
+            when_full=buf.when_full,
+            high_watermark=buf.high_watermark,
+            low_watermark=buf.low_watermark,
+            memory_events=buf.memory_events,
+            memory_bytes=buf.memory_bytes,
+            segment_bytes=buf.segment_bytes,
+            clock=self._clock,
+            sync_interval=ctx.sync_interval,
+            fsync=ctx.fsync,
+            run_io=run_io,
+            report=report,
+        )
+        disk.on_ready = self._kick
+        return disk
+
+    def open(self) -> None:
+        """Start the buffer (a disk buffer replays what a previous run left)."""
+        if isinstance(self.buffer, DiskBuffer):
+            self.buffer.open()
+            if len(self.buffer):
+                self._log.info(
+                    "replaying spool", output=self.name, records=len(self.buffer)
+                )
+            self._kick()
+
+    def close(self) -> defer.Deferred[None]:
+        """Persist a disk buffer's state; nothing to do for memory."""
+        if isinstance(self.buffer, DiskBuffer):
+            return self.buffer.close()
+        return defer.succeed(None)
+
+    def wait_durable(self) -> defer.Deferred[None]:
+        """Fires when everything queued so far is on disk (at once for memory buffers)."""
+        if isinstance(self.buffer, DiskBuffer):
+            return self.buffer.wait_durable()
+        return defer.succeed(None)
+
     # -- accepting -------------------------------------------------------------------
 
     def put(self, record: bytes) -> bool:
@@ -151,7 +218,7 @@ class DeliveryQueue:
             self._ctx.flow_control.report(self.queue_id, True)
         if (
             self._timer is not None
-            and len(buffer) < self._batch_size
+            and buffer.ready < self._batch_size
             and buffer.bytes < self._batch_bytes
         ):
             return accepted  # fast path: the age timer will send this batch
@@ -159,6 +226,7 @@ class DeliveryQueue:
         return accepted
 
     def _count_drops(self) -> None:
+        self._counted_drops = self.buffer.dropped_total
         tel = self._ctx.telemetry
         for reason, count in self.buffer.dropped.items():
             counter = tel.counter(f"{self._drop_prefix}.{reason}")
@@ -176,25 +244,45 @@ class DeliveryQueue:
     # -- sending ---------------------------------------------------------------------
 
     def _kick(self) -> None:
-        """Send what is due; otherwise make sure the age timer runs."""
+        """Send what is due; otherwise make sure the age timer runs.
+
+        Not re-entrant: a disk buffer that refills while a batch is being taken
+        asks for another round, which runs when this one is done.
+        """
+        if self._kicking:
+            self._kick_again = True
+            return
+        self._kicking = True
+        try:
+            self._kick_again = True
+            while self._kick_again:
+                self._kick_again = False
+                self._kick_once()
+        finally:
+            self._kicking = False
+
+    def _kick_once(self) -> None:
         cfg = self.config
         buffer = self.buffer
+        if buffer.dropped_total != self._counted_drops:  # a disk buffer dropped on its own
+            self._count_drops()
         while (
-            len(buffer)
+            buffer.ready
             and len(self._in_flight) < cfg.max_in_flight
             and self._backoff is None
             and (
                 self._flush_due
                 or self._draining
-                or len(buffer) >= cfg.batch_size
+                or buffer.ready >= cfg.batch_size
                 or buffer.bytes >= cfg.batch_bytes
+                or buffer.backlog  # more waits on disk: the window is a full batch
             )
         ):
-            self._send(buffer.take(cfg.batch_size, cfg.batch_bytes))
+            self._send(*buffer.take_batch(cfg.batch_size, cfg.batch_bytes))
             self._flush_due = False
-        if len(buffer) and self._timer is None and self._backoff is None:
+        if buffer.ready and self._timer is None and self._backoff is None:
             self._timer = self._clock.callLater(cfg.batch_timeout, self._age_reached)
-        elif not len(buffer) and self._timer is not None:
+        elif not buffer.ready and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
@@ -203,20 +291,21 @@ class DeliveryQueue:
         self._flush_due = True
         self._kick()
 
-    def _send(self, batch: list[bytes]) -> None:
+    def _send(self, batch: list[bytes], token: Any) -> None:
         self._update_pressure()
         try:
             d = self.destination.send(batch)
         except Exception:  # noqa: BLE001 - a sender bug must not lose the batch
             d = defer.fail(Failure())
-        self._in_flight[d] = batch
+        self._in_flight[d] = (batch, token)
         self._batches.inc()
         d.addCallbacks(self._sent_ok, self._sent_failed, callbackArgs=(d,), errbackArgs=(d,))
 
     def _sent_ok(self, result: SendResult | None, d: defer.Deferred[Any]) -> None:
-        batch = self._in_flight.pop(d)
+        batch, token = self._in_flight.pop(d)
         if result is None or (not result.retry and not result.rejected):
             self._sent.inc(len(batch))
+            self.buffer.ack(token)
             self._succeeded()
         else:
             for index, reason in result.rejected:
@@ -225,25 +314,32 @@ class DeliveryQueue:
             self._sent.inc(delivered)
             if result.retry:
                 records = [batch[i] for i in result.retry]
-                self._retry(records, result.retry_reason or "retry", result.retry_after)
+                retry_token = [token[i] for i in result.retry] if token is not None else None
+                if token is not None:
+                    done = set(range(len(batch))) - set(result.retry)
+                    self.buffer.ack([token[i] for i in sorted(done)])
+                self._retry(records, result.retry_reason or "retry", result.retry_after,
+                            retry_token)
             else:
+                self.buffer.ack(token)
                 self._succeeded()
         self._kick()
         self._check_drained()
 
     def _sent_failed(self, failure: Failure, d: defer.Deferred[Any]) -> None:
-        batch = self._in_flight.pop(d)
+        batch, token = self._in_flight.pop(d)
         stopped = self._drained is not None and self._drained.called
         if failure.check(defer.CancelledError) and stopped:
             return None
         if failure.check(PermanentError):
             for record in batch:
                 self._reject(record, str(failure.value))
+            self.buffer.ack(token)
             self._kick()
             self._check_drained()
             return None
         reason = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
-        self._retry(batch, reason, None)
+        self._retry(batch, reason, None, token)
         self._kick()
         self._check_drained()
         return None
@@ -259,8 +355,10 @@ class DeliveryQueue:
             reason=reason,
         )
 
-    def _retry(self, records: list[bytes], reason: str, retry_after: float | None) -> None:
-        self.buffer.give_back(records)
+    def _retry(
+        self, records: list[bytes], reason: str, retry_after: float | None, token: Any = None
+    ) -> None:
+        self.buffer.give_back(records, token)
         self._retried.inc(len(records))
         self.failures_in_row += 1
         now = self._clock.seconds()
@@ -329,6 +427,7 @@ class DeliveryQueue:
             "since": self.state_since,
             "queued": len(self.buffer),
             "queued_bytes": self.buffer.bytes,
+            "spool_bytes": getattr(self.buffer, "disk_bytes", 0),
             "in_flight": sum(len(b) for b in self._in_flight.values()),
             "failures_in_row": self.failures_in_row,
             "last_error": self.last_error,
@@ -357,6 +456,7 @@ class DeliveryQueue:
         if (
             self._drained is not None
             and not self._drained.called
+            and not self.buffer.ready
             and not len(self.buffer)
             and not self._in_flight
         ):
@@ -364,8 +464,20 @@ class DeliveryQueue:
 
     def _deadline(self) -> None:
         self._deadline_call = None
+        if self.buffer.durable:
+            if len(self.buffer):
+                self._log.info(
+                    "shutdown deadline reached; undelivered events stay in the spool",
+                    output=self.name,
+                    destination=self.destination.key or None,
+                    kept=len(self.buffer),
+                )
+            self._finish()
+            for d in list(self._in_flight):
+                d.cancel()
+            return
         leftovers = self.buffer.drain()
-        for batch in self._in_flight.values():
+        for batch, _token in self._in_flight.values():
             leftovers.extend(batch)
         self.leftovers = leftovers
         if leftovers:
@@ -492,14 +604,25 @@ class Output(Service):
             "destinations": reports,
         }
 
+    def startService(self) -> None:
+        """Open the queues (disk buffers replay what a previous run left)."""
+        super().startService()
+        for queue in self.queues.values():
+            queue.open()
+
     def stopService(self) -> defer.Deferred[Any]:
-        """Drain every queue within the daemon's shutdown deadline."""
+        """Drain every queue within the daemon's shutdown deadline, then persist spools."""
         super().stopService()
         timeout = self.context.shutdown_timeout
         drains = [q.drain(timeout) for q in self.queues.values()]
         d = defer.gatherResults(drains, consumeErrors=True)
+        d.addCallback(lambda _: defer.gatherResults([q.close() for q in self.queues.values()]))
         d.addCallback(lambda _: self.after_drain())
         return d
+
+    def wait_durable(self) -> defer.Deferred[Any]:
+        """Fires when every event this output has accepted is on disk (disk buffers)."""
+        return defer.gatherResults([q.wait_durable() for q in self.queues.values()])
 
     def after_drain(self) -> None:
         """Release resources (connections, files) once drained."""

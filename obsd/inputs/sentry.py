@@ -1,0 +1,433 @@
+"""Sentry ingest on ``[http]``: what raven and sentry-sdk send, answered as Sentry Relay does.
+
+``/api/<project_id>/store/``, ``/api/store/`` and ``/api/<project_id>/envelope/``
+take reports; ``/api/relay/healthcheck/live/`` and ``/ready/`` answer probes.
+Parsing is ``obsd.codecs.sentry`` (pure); this module reads the body within the
+size limit, maps ``SentryRequestError`` to Relay's status and JSON body, scrubs
+secrets from the fields and hands one event per report to the ingest logger.
+The body as received rides along once per request under ``_sentry_raw`` so the
+Sentry and relay outputs can forward it byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+from twisted.application.service import IService, Service
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from obsd.codecs import sentry as codec
+from obsd.codecs.scrub import DEFAULT_SCRUB_KEYS, Scrubber, make_scrubber
+from obsd.config import InputConfig, ObsdConfig
+from obsd.events import ERROR, ID
+from obsd.schema import Problems, at_least, setting
+from obsd.telemetry import Counter
+
+LISTEN_TYPES: frozenset[str] = frozenset()
+
+#: Headers browser SDKs may send (the CORS preflight allows them).
+_CORS_ALLOW_HEADERS = (
+    b"x-sentry-auth, x-requested-with, origin, accept, content-type, content-encoding, "
+    b"authentication, authorization, sentry-trace, baggage"
+)
+_CORS_EXPOSE_HEADERS = b"x-sentry-error, x-sentry-rate-limits, retry-after"
+#: Envelope items that are one event each, held to ``max_event_bytes`` (Relay's max_event_size).
+_EVENT_ITEMS = frozenset({"event", "transaction", "security", "raw_security", "user_report"})
+#: A public key as Relay accepts it (the DSN's user part).
+_KEY = re.compile(r"[0-9A-Za-z_-]{32}")
+
+
+def _check_keys(keys: list[str]) -> str | None:
+    bad = [key for key in keys if not _KEY.fullmatch(key)]
+    if bad:
+        return f"public keys are 32 characters of [0-9A-Za-z_-]; not: {', '.join(bad)}"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class ProjectConfig:
+    """One ``projects`` entry: a Sentry project id and the public keys it accepts."""
+
+    id: int = setting(check=at_least(1), help="the project id (the DSN's last path segment)")
+    keys: list[str] = setting(
+        factory=list, check=_check_keys, help="public keys (the DSN's user part)"
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ScrubConfig:
+    """``scrub``: the secret-scrubbing rules for events bound to non-Sentry outputs."""
+
+    keys: list[str] = setting(
+        factory=list, help="extra key substrings whose values are replaced by [Filtered]"
+    )
+    defaults: bool = setting(True, help="also apply the default rules (password, token, ...)")
+
+
+@attrs.frozen(kw_only=True)
+class Config(InputConfig):
+    """``[inputs.sentry]``: Sentry ingest mounted on ``[http]`` at ``/api``."""
+
+    projects: list[ProjectConfig] = setting(
+        factory=list, help="accepted projects and keys; empty accepts any key (see allow_any_key)"
+    )
+    max_event_bytes: int = setting(
+        codec.MAX_EVENT_BYTES, check=at_least(1024), help="store body limit, compressed or not"
+    )
+    max_envelope_bytes: int = setting(
+        codec.MAX_ENVELOPE_BYTES, check=at_least(1024), help="envelope body limit"
+    )
+    allow_any_key: bool = setting(
+        False, help="allow an empty projects list while [http] listens beyond loopback"
+    )
+    scrub: ScrubConfig = setting(factory=ScrubConfig)
+    shed_status: Literal[503, 429] = setting(
+        503, help="the status answered while outputs are congested (with Retry-After)"
+    )
+    cors_origin: str = setting("*", help="Access-Control-Allow-Origin for browser SDKs")
+
+
+def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
+    """Refuse an open key list while ``[http]`` is reachable from other hosts.
+
+    Without projects every key is accepted and forwarded upstream: an open relay
+    into the upstream Sentry, unless only this host can reach it.
+    """
+    seen: dict[str, int] = {}
+    for i, project in enumerate(cfg.projects):
+        for key in project.keys:
+            if key in seen and seen[key] != project.id:
+                problems.add(
+                    f"inputs.{name}.projects[{i}].keys",
+                    f"key {key} belongs to project {seen[key]} already",
+                )
+            seen[key] = project.id
+    if cfg.projects or cfg.allow_any_key:
+        return
+    for i, description in enumerate(whole.http.listen):
+        try:
+            listener = whole.http_listeners()[i]
+        except ValueError:
+            continue  # reported as http.listen[i] already
+        if not listener.is_loopback:
+            problems.add(
+                f"inputs.{name}.projects",
+                f"empty, so any key is accepted, but http.listen[{i}] ({description!r}) is "
+                "not loopback-only: list the projects and their keys, or set "
+                "allow_any_key = true",
+            )
+            return
+
+
+@attrs.define
+class _Counters:
+    requests: Counter
+    accepted: Counter
+    events: Counter
+    bytes: Counter
+    shed: Counter
+    rejected: Callable[[int], Counter]
+
+
+def _auth_headers(request: Request) -> dict[str, str]:
+    """The two headers auth may come in (``parse_auth`` reads no others)."""
+    found = {}
+    for name in (b"x-sentry-auth", b"authorization"):
+        values = request.requestHeaders.getRawHeaders(name)
+        if values:
+            found[name.decode()] = values[0].decode("latin-1")
+    return found
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.requestHeaders.getRawHeaders(name)
+    return value[0].decode("latin-1") if value else None
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    return {
+        name.decode("latin-1"): [v.decode("latin-1") for v in values]
+        for name, values in (request.args or {}).items()
+    }
+
+
+class _Answer(Exception):  # noqa: N818 - not an error: a finished answer
+    """A finished answer other than an error (used to leave the handler early)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+class SentryIngestResource(Resource):
+    """``/api``: the Sentry store, envelope and health endpoints.
+
+    Not a leaf, so resources mounted deeper (the relay input at
+    ``/api/obsd/...``) keep working; every other segment is Sentry's.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        context: Any,
+        *,
+        scrubber: Scrubber | None = None,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._ingest = context.ingest
+        self._flow = context.flow_control
+        self._throttle = context.throttle
+        self._scrubber = scrubber or make_scrubber(
+            config.scrub.keys, defaults=config.scrub.defaults
+        )
+        self._projects: dict[int, frozenset[str]] | None = (
+            {p.id: frozenset(p.keys) for p in config.projects} if config.projects else None
+        )
+        prefix = f"obsd.input.{context.name}"
+        telemetry = context.telemetry
+        self._count = _Counters(
+            requests=telemetry.counter(f"{prefix}.requests"),
+            accepted=telemetry.counter(f"{prefix}.accepted"),
+            events=telemetry.counter(f"{prefix}.events"),
+            bytes=telemetry.counter(f"{prefix}.bytes"),
+            shed=telemetry.counter(f"{prefix}.shed"),
+            rejected=lambda status: telemetry.counter(f"{prefix}.rejected.{status}"),
+        )
+        self._leaf = _SentryEndpoint(self)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self._leaf
+
+    def render(self, request: Request) -> bytes:
+        return self._leaf.render(request)
+
+    # --- one request ----------------------------------------------------
+
+    def handle(self, request: Request, segments: list[str]) -> bytes:
+        """Answer one request to ``/api/<segments>``."""
+        self._cors(request)
+        method = request.method
+        try:
+            route = self._route(segments)
+            if method == b"OPTIONS":
+                request.setResponseCode(200)
+                request.setHeader(b"allow", b"GET, POST, OPTIONS")
+                request.setHeader(b"content-length", b"0")
+                return b""
+            if route[0] == "health":
+                if method not in (b"GET", b"HEAD"):
+                    raise _Answer(405, {"detail": "method not allowed"})
+                if route[1] == "ready" and self._flow.congested:
+                    self._retry_after(request)
+                    raise _Answer(503, {"is_healthy": False})
+                raise _Answer(200, {"is_healthy": True})
+            if method != b"POST":
+                raise _Answer(405, {"detail": "method not allowed"})
+            self._count.requests.inc()
+            if self._flow.congested:
+                self._count.shed.inc()
+                self._retry_after(request)
+                status = self._config.shed_status
+                raise codec.SentryRequestError(
+                    status,
+                    "obsd is shedding load" if status == 503 else "rate limited",
+                    f"outputs congested: {', '.join(self._flow.congested_queues())}",
+                )
+            answer = self._ingest_request(request, route[0], route[1])
+            self._count.accepted.inc()
+            raise _Answer(200, answer)
+        except _Answer as answer:
+            return self._json(request, answer.status, answer.body)
+        except codec.SentryRequestError as exc:
+            self._count.rejected(exc.status).inc()
+            if exc.status < 500 and exc.status != 429:
+                self._throttle.warning(
+                    f"sentry:{exc.status}:{exc.detail}",
+                    "sentry request refused",
+                    status=exc.status,
+                    detail=exc.detail,
+                    reason=str(exc),
+                    path=request.path.decode("latin-1", "replace"),
+                    client=_header(request, b"user-agent"),
+                )
+            request.setHeader(b"x-sentry-error", exc.detail.encode("utf-8", "replace"))
+            return self._json(request, exc.status, exc.body())
+        except Exception as exc:  # noqa: BLE001 - a bug must not cost the client a Relay answer
+            self._count.rejected(500).inc()
+            self._throttle.error(
+                "sentry:500",
+                "sentry request failed inside obsd",
+                error=repr(exc),
+                path=request.path.decode("latin-1", "replace"),
+            )
+            return self._json(request, 500, {"detail": "internal server error"})
+
+    @staticmethod
+    def _route(segments: list[str]) -> tuple[str, str | None]:
+        """``(endpoint, project id)`` or ``("health", live|ready)``; 404 otherwise."""
+        parts = [s for s in segments if s]
+        if len(parts) == 2 and parts[1] in ("store", "envelope"):
+            return parts[1], parts[0]
+        if parts == ["store"]:
+            return "store", None
+        if parts[:2] == ["relay", "healthcheck"] and parts[2:] in (["live"], ["ready"]):
+            return "health", parts[2]
+        raise _Answer(404, {"detail": "not found"})
+
+    def _ingest_request(
+        self, request: Request, endpoint: str, path_project: str | None
+    ) -> dict[str, Any]:
+        headers = _auth_headers(request)
+        content_type = (_header(request, b"content-type") or "").partition(";")[0].strip()
+        is_envelope = endpoint == "envelope" or content_type == codec.ENVELOPE_CONTENT_TYPE
+        limit = self._config.max_envelope_bytes if is_envelope else self._config.max_event_bytes
+        body = self._read_body(request, limit)
+        encoding = _header(request, b"content-encoding")
+        query = _query(request)
+        fields: list[dict[str, Any]]
+        if is_envelope:
+            if path_project is not None and not path_project.isdigit():
+                raise codec.SentryRequestError(400, "bad project path parameter")
+            envelope = codec.parse_envelope(codec.decode_body(body, encoding, limit))
+            self._check_items(envelope)
+            auth = codec.parse_auth(headers, query, envelope.dsn)
+            project_id = codec.authorize(auth, path_project, self._projects)
+            fields = codec.envelope_event_fields(envelope, project_id)
+            answer_id = envelope.event_id or next(
+                (f[ID] for f in fields if f.get("kind") == ERROR and ID in f), None
+            )
+        else:
+            auth = codec.parse_auth(headers, query)
+            project_id = codec.authorize(auth, path_project, self._projects)
+            payload = codec.parse_json(codec.decode_body(body, encoding, limit))
+            if payload.get("type") == "transaction":
+                item = codec.EnvelopeItem({"type": "transaction"}, json.dumps(payload).encode())
+                fields = [codec.item_event_fields(item, {}, project_id)]
+            else:
+                fields = [codec.error_event_fields(payload, project_id)]
+            answer_id = fields[0].get(ID)
+        raw = {
+            "body": body,
+            "content_type": content_type or None,
+            "content_encoding": encoding,
+            "endpoint": "envelope" if is_envelope else "store",
+            "project_id": project_id,
+            "auth": {
+                "sentry_key": auth.key,
+                "sentry_version": auth.version,
+                "sentry_client": auth.client or _header(request, b"user-agent"),
+            },
+        }
+        self._emit(fields, raw)
+        return {"id": answer_id} if answer_id else {}
+
+    def _check_items(self, envelope: codec.Envelope) -> None:
+        """An event or transaction item over ``max_event_bytes`` refuses the envelope, as Relay."""
+        limit = self._config.max_event_bytes
+        for item in envelope.items:
+            if item.type in _EVENT_ITEMS and len(item.payload) > limit:
+                raise codec.SentryRequestError(
+                    413,
+                    "request body exceeded the size limit",
+                    f"{item.type} item over {limit} bytes",
+                )
+
+    def _read_body(self, request: Request, limit: int) -> bytes:
+        """The body as received, refused with 413 past ``limit`` (before reading it)."""
+        length = _header(request, b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise codec.SentryRequestError(
+                413, "request body exceeded the size limit", f"limit is {limit} bytes"
+            )
+        content = request.content
+        if content is None:
+            return b""
+        content.seek(0)
+        body: bytes = content.read(limit + 1)
+        self._count.bytes.inc(len(body))
+        if len(body) > limit:
+            raise codec.SentryRequestError(
+                413, "request body exceeded the size limit", f"limit is {limit} bytes"
+            )
+        return body
+
+    def _emit(self, fields: list[dict[str, Any]], raw: dict[str, Any]) -> None:
+        scrub = self._scrubber.scrub
+        ingest = self._ingest
+        for i, one in enumerate(fields):
+            event = scrub(one)
+            if i == 0:
+                event["_sentry_raw"] = raw
+            if event.get("kind") == ERROR:
+                ingest.error(event)
+            else:
+                ingest.sentry(event)
+        self._count.events.inc(len(fields))
+
+    # --- answers --------------------------------------------------------
+
+    def _retry_after(self, request: Request) -> None:
+        request.setHeader(b"retry-after", str(self._flow.retry_after).encode())
+
+    def _cors(self, request: Request) -> None:
+        if _header(request, b"origin") is None and request.method != b"OPTIONS":
+            return
+        origin = self._config.cors_origin
+        if origin == "*":
+            origin = _header(request, b"origin") or "*"
+        request.setHeader(b"access-control-allow-origin", origin.encode("latin-1", "replace"))
+        request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")
+        request.setHeader(b"access-control-allow-headers", _CORS_ALLOW_HEADERS)
+        request.setHeader(b"access-control-expose-headers", _CORS_EXPOSE_HEADERS)
+        request.setHeader(b"access-control-max-age", b"3600")
+        request.setHeader(b"vary", b"Origin")
+
+    @staticmethod
+    def _json(request: Request, status: int, body: Mapping[str, Any]) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+class _SentryEndpoint(Resource):
+    """The leaf every ``/api/...`` segment not mounted by another input reaches."""
+
+    isLeaf = True
+
+    def __init__(self, parent: SentryIngestResource) -> None:
+        super().__init__()
+        self._parent = parent
+
+    def render(self, request: Request) -> bytes:
+        # prepath ends with "api" (at /api itself) or the first segment after it
+        prepath = [s.decode("utf-8", "replace") for s in request.prepath or ()]
+        after_api = prepath[prepath.index("api") + 1 :] if "api" in prepath else []
+        segments = after_api + [s.decode("utf-8", "replace") for s in request.postpath or ()]
+        return self._parent.handle(request, segments)
+
+
+def build_input(name: str, config: Config, context: Any) -> IService:
+    """Mount the ingest resource at ``/api`` on the shared HTTP site."""
+    context.http.mount(("api",), SentryIngestResource(config, context))
+    service = Service()
+    service.setName(name)
+    return service
+
+
+__all__ = [
+    "DEFAULT_SCRUB_KEYS",
+    "LISTEN_TYPES",
+    "Config",
+    "ProjectConfig",
+    "ScrubConfig",
+    "SentryIngestResource",
+    "build_input",
+    "check_config",
+]
