@@ -5,7 +5,8 @@ batch of events as (gzip) NDJSON, ``obsd.codecs.relaywire``, with a bearer
 token that names the agent.  The answer is 200 only once every event of the
 batch is on this obsd's output queues (with ``[daemon] durability = "sync"``,
 on disk), so the agent may forget the batch; any other answer makes the agent
-keep it and send it again.  Retries therefore bring duplicates, and they are
+keep it and send it again (``durability = "sync"`` makes the answer wait for
+``InputContext.wait_durable()``).  Retries therefore bring duplicates, and they are
 dropped here by the events' ``id``: ids seen within ``dedupe_window`` seconds
 (at most ``dedupe_size`` of them, least recently seen forgotten first) are
 counted as ``duplicates`` and not passed on.  The ids are saved in
@@ -30,8 +31,9 @@ from typing import Any
 
 import attrs
 from twisted.application.service import IService, Service
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.codecs.relaywire import decode_body
@@ -204,7 +206,7 @@ class RelayResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(doc).encode() + b"\n"
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> bytes | int:
         self._requests.inc()
         agent = self.agent_for(request)
         if agent is None:
@@ -247,7 +249,37 @@ class RelayResource(Resource):
             return self._answer(request, 400, {"error": str(exc)})
         accepted, duplicates = self.ingest_batch(batch)
         self.context.telemetry.counter(f"{self._prefix}.agents.{agent}.events").inc(accepted)
-        return self._answer(request, 200, {"accepted": accepted, "duplicates": duplicates})
+        doc = {"accepted": accepted, "duplicates": duplicates}
+        wait_durable = getattr(self.context, "wait_durable", None)
+        if wait_durable is None or not accepted:
+            return self._answer(request, 200, doc)
+        # durability = "sync": the answer waits until the batch is on disk
+        immediate: list[Any] = []
+        waiting = [False]
+        gone: list[bool] = []
+
+        def settled(result: Any) -> None:
+            if not waiting[0]:
+                immediate.append(result)
+            elif not gone:
+                request.write(self._durable_answer(request, result, doc))
+                request.finish()
+
+        wait_durable().addBoth(settled)
+        if immediate:
+            return self._durable_answer(request, immediate[0], doc)
+        waiting[0] = True
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        return NOT_DONE_YET
+
+    def _durable_answer(self, request: Request, result: Any, doc: dict[str, Any]) -> bytes:
+        if isinstance(result, Failure):
+            self.context.throttle.error(
+                f"{self.name}:durable", "relay batch could not be made durable",
+                input=self.name, error=result.getErrorMessage(),
+            )
+            return self._answer(request, 500, {"error": "not durable"})
+        return self._answer(request, 200, doc)
 
     def ingest_batch(self, batch: list[dict[str, Any]]) -> tuple[int, int]:
         """Hand each new event to the chain by its kind; count and skip duplicates."""

@@ -310,3 +310,37 @@ class TestPersistence:
         seen = SeenIds(600.0, 10, clock.seconds)
         seen.load(path)
         assert (seen.seen("old"), seen.seen("new"), len(seen)) == (False, True, 1)
+
+
+class TestDurability:
+    def test_answer_waits_until_durable(self, context: Context, recorder: Recorder) -> None:
+        """With wait_durable (durability = "sync") the 200 comes only once it fires."""
+        from twisted.internet import defer
+
+        from tests.helpers import assert_no_result
+
+        pending: list[defer.Deferred[None]] = []
+
+        def wait_durable() -> defer.Deferred[None]:
+            pending.append(defer.Deferred())
+            return pending[-1]
+
+        context.wait_durable = wait_durable  # type: ignore[attr-defined]
+        _, stub = make(context)
+        d = stub.post(URL, data=body([event(1)]), headers=GOOD)
+        stub.flush()
+        assert_no_result(d)
+        assert len(recorder.got) == 1
+        pending[0].callback(None)
+        stub.flush()
+        assert success_result_of(d).code == 200
+
+    def test_failure_to_persist_is_500(self, context: Context) -> None:
+        """If the events cannot be made durable the answer is 500, so the agent resends."""
+        from twisted.internet import defer
+
+        context.wait_durable = lambda: defer.fail(OSError("disk full"))  # type: ignore[attr-defined]
+        _, stub = make(context)
+        d = stub.post(URL, data=body([event(1)]), headers=GOOD)
+        stub.flush()
+        assert success_result_of(d).code == 500

@@ -189,9 +189,10 @@ class TestConnection:
         protocol.pauseProducing()
         out.accept(event(2))
         clock.advance(0)
-        assert out.health()["destinations"]["default"]["in_flight"] == 1
+        sent = "obsd.output.syslog.sent"
+        assert out.context.telemetry.value(sent) == 1
         protocol.resumeProducing()
-        assert out.health()["destinations"]["default"]["in_flight"] == 0
+        assert out.context.telemetry.value(sent) == 2
 
     def test_stop_drains_then_disconnects(
         self, clock: Clock, tmp_path: Path, endpoint: FakeEndpoint
