@@ -309,6 +309,9 @@ def check_config(
         module = registry.input_module(cfg.type)
         assert module is not None
         allowed = frozenset(module.LISTEN_TYPES)
+        check = getattr(module, "check_config", None)
+        if check is not None:
+            check(name, cfg, config, problems)
         if not allowed:  # mounts on [http]
             if cfg.type in mounted:
                 problems.add(
@@ -322,9 +325,6 @@ def check_config(
             continue
         for i, description in enumerate(getattr(cfg, "listen", [])):
             _add_listener(f"inputs.{name}.listen[{i}]", description, allowed, listeners, problems)
-        check = getattr(module, "check_config", None)
-        if check is not None:
-            check(name, cfg, config, problems)
     for name, out_config in config.outputs.items():
         out = out_config
         if out.buffer.low_watermark >= out.buffer.high_watermark:

@@ -18,11 +18,15 @@ from types import ModuleType
 INPUT_MODULES: dict[str, str] = {
     "relay": "obsd.inputs.relay",
     "sentry": "obsd.inputs.sentry",
+    "statsd": "obsd.inputs.statsd",
 }
 
 OUTPUT_MODULES: dict[str, str] = {
     "file": "obsd.outputs.file",
     "console": "obsd.outputs.console",
+    "sentry": "obsd.outputs.sentry",
+    "graphite": "obsd.outputs.graphite",
+    "elasticsearch": "obsd.outputs.elasticsearch",
     "relay": "obsd.outputs.relay",
     "syslog": "obsd.outputs.syslog",
 }

@@ -52,6 +52,8 @@ class TestProblems:
             ("[pipeline]\nprocessors = ['no.such.module:f']", "pipeline.processors[0]: cannot load 'no.such.module:f'"),
             ("[pipeline]\nprocessors = ['nocolon']", "pipeline.processors[0]: cannot load 'nocolon': expected 'module:callable'"),
             ("[outputs.file]\npath = '${OBSD_NOT_SET}'", "outputs.file.path: environment variable OBSD_NOT_SET is not set"),
+            ("[http]\nlisten = ['tcp:9000']\n[inputs.sentry]",
+             "inputs.sentry.projects: empty, so any key is accepted, but http.listen[0]"),
         ],
     )
     def test_each_problem_class(self, text: str, expected: str) -> None:

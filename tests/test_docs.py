@@ -36,6 +36,20 @@ def keys(cls: type) -> list[str]:
 
 
 class TestReadme:
+    def test_renders_without_warnings(self) -> None:
+        """README.rst is valid reStructuredText (a broken table would hide keys)."""
+        import io
+
+        import docutils.core
+
+        errors = io.StringIO()
+        docutils.core.publish_string(
+            README,
+            writer_name="null",
+            settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors},
+        )
+        assert errors.getvalue() == ""
+
     @pytest.mark.parametrize("cls", CORE + [t[2] for t in types()], ids=lambda c: c.__qualname__)
     def test_every_key_documented(self, cls: type) -> None:
         """Each config key appears in README.rst as a literal."""

@@ -280,7 +280,9 @@ class DeliveryQueue:
         ):
             self._send(*buffer.take_batch(cfg.batch_size, cfg.batch_bytes))
             self._flush_due = False
-        if buffer.ready and self._timer is None and self._backoff is None:
+        if buffer.ready and self._timer is None and self._backoff is None and not self._flush_due:
+            # once a flush is due, the next answer kicks; re-arming here would spin
+            # (a zero batch_timeout with max_in_flight reached re-fires at once, forever)
             self._timer = self._clock.callLater(cfg.batch_timeout, self._age_reached)
         elif not buffer.ready and self._timer is not None:
             self._timer.cancel()

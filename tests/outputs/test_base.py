@@ -74,6 +74,23 @@ class TestBatching:
         assert len(out.sent) == 2
 
 
+    def test_zero_timeout_with_in_flight_full_does_not_spin(
+        self, clock: Clock, tmp_path: Path
+    ) -> None:
+        """With batch_timeout 0 and max_in_flight reached, the age timer fires once, not forever."""
+        out = make(clock, tmp_path, batch_size=1, batch_timeout=0.0, max_in_flight=1)
+        pending: defer.Deferred[SendResult | None] = defer.Deferred()
+        out.results = [pending]
+        for i in range(3):
+            out.accept(event(i))
+        clock.advance(0)  # would never return if the timer re-armed itself at 0
+        assert len(out.sent) == 1
+        assert clock.getDelayedCalls() == []
+        pending.callback(None)
+        clock.advance(0)
+        assert len(out.sent) == 3
+
+
 class TestRetry:
     def test_backoff_delay_grows_and_caps(self) -> None:
         """Delays double per failure, half fixed and half jitter, up to the cap."""

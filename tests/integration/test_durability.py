@@ -1,0 +1,182 @@
+"""Durable delivery with real processes: an agent obsd forwards Sentry reports through a
+disk-buffered sentry output to an upstream obsd (its Sentry ingest), which we stop,
+restart and damage around.  Every report the agent answered 200 for must arrive.
+
+The outage length is a parameter (``OBSD_OUTAGE_SECONDS``, a few seconds by default).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.fixtures.obsd import ObsdProcess
+
+pytestmark = pytest.mark.integration
+
+OUTAGE = float(os.environ.get("OBSD_OUTAGE_SECONDS", "2"))
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+UPSTREAM = """
+[daemon]
+data_dir = '{data_dir}'
+[http]
+listen = ['tcp:{port}:interface=127.0.0.1']
+[inputs.sentry]
+[outputs.file]
+batch_timeout = 0.05
+"""
+
+AGENT = """
+[daemon]
+data_dir = '{data_dir}'
+shutdown_timeout = 1.0
+sync_interval = 0.2
+metrics_interval = 0
+[http]
+listen = ['tcp:0:interface=127.0.0.1']
+[inputs.sentry]
+[outputs.upstream]
+type = "sentry"
+dsn = "http://KEY@127.0.0.1:{port}/1"
+retry_initial = 0.1
+retry_max = 0.5
+[outputs.upstream.buffer]
+type = "disk"
+""".replace("KEY", KEY)
+
+
+def report(port: int, i: int) -> str:
+    """POST one store report to obsd; return its event id once answered 200."""
+    event_id = uuid.uuid4().hex
+    body = json.dumps(
+        {"event_id": event_id, "message": f"report {i}", "level": "error", "platform": "python"}
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Sentry-Auth": f"Sentry sentry_version=7, sentry_key={KEY}, sentry_client=test/1",
+    }
+    for _attempt in range(50):  # bounded: a 503 while obsd sheds load means try again
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/api/1/store/", body, headers)
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        if response.status == 200:
+            return event_id
+        assert response.status in (429, 503), response.status
+        time.sleep(0.1)
+    raise AssertionError("obsd kept shedding load")
+
+
+def arrived(upstream: ObsdProcess) -> list[str]:
+    """Ids of the error events the upstream wrote to its file."""
+    path = upstream.data_dir / "events.jsonl"  # type: ignore[attr-defined]
+    if not path.exists():
+        return []
+    ids = []
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("kind") == "error":
+            ids.append(event["id"])
+    return ids
+
+
+@pytest.fixture(name="pair")
+def _pair(obsd_process: Callable[..., ObsdProcess]) -> tuple[ObsdProcess, ObsdProcess]:
+    port = free_port()
+    upstream = obsd_process(UPSTREAM.replace("{port}", str(port)))
+    agent = obsd_process(AGENT.replace("{port}", str(port)))
+    return agent, upstream
+
+
+def spool_segments(agent: ObsdProcess) -> list[Path]:
+    return sorted((agent.data_dir / "spool" / "upstream").rglob("*.seg"))  # type: ignore[attr-defined]
+
+
+class TestOutages:
+    def test_upstream_stopped_and_restarted_loses_nothing(
+        self, pair: tuple[ObsdProcess, ObsdProcess]
+    ) -> None:
+        """Reports sent while the upstream is down all arrive, once each, when it is back."""
+        agent, upstream = pair
+        port = agent.port("http")
+        sent = [report(port, i) for i in range(20)]
+        upstream.wait_for(lambda: len(arrived(upstream)) == 20, what="the first 20 reports")
+        assert upstream.stop() == 0
+        deadline = time.monotonic() + OUTAGE
+        i = 20
+        while time.monotonic() < deadline:
+            sent.append(report(port, i))
+            i += 1
+            time.sleep(0.02)
+        upstream.start()
+        upstream.wait_for(lambda: len(arrived(upstream)) >= len(sent), timeout=30,
+                          what=f"{len(sent)} reports upstream")
+        assert sorted(arrived(upstream)) == sorted(sent)
+
+    def test_sigterm_mid_outage_keeps_the_spool(self, pair: tuple[ObsdProcess, ObsdProcess]) -> None:
+        """SIGTERM with the upstream down loses nothing: the next run delivers it all."""
+        agent, upstream = pair
+        assert upstream.stop() == 0
+        port = agent.port("http")
+        sent = [report(port, i) for i in range(30)]
+        assert agent.stop() == 0
+        assert spool_segments(agent)
+        upstream.start()
+        agent.start()
+        upstream.wait_for(lambda: len(arrived(upstream)) >= 30, timeout=30, what="30 reports")
+        assert sorted(arrived(upstream)) == sorted(sent)
+
+    def test_sigkill_loses_at_most_the_sync_interval(
+        self, pair: tuple[ObsdProcess, ObsdProcess]
+    ) -> None:
+        """After kill -9, what was accepted more than sync_interval before is delivered."""
+        agent, upstream = pair
+        assert upstream.stop() == 0
+        port = agent.port("http")
+        sent = [report(port, i) for i in range(30)]
+        time.sleep(0.2 * 3)  # three sync intervals: everything accepted is on disk
+        agent.stop(signal.SIGKILL)
+        upstream.start()
+        agent.start()
+        upstream.wait_for(lambda: len(arrived(upstream)) >= 30, timeout=30, what="30 reports")
+        assert sorted(arrived(upstream)) == sorted(sent)
+
+    def test_damaged_spool_skips_exactly_the_damaged_records(
+        self, pair: tuple[ObsdProcess, ObsdProcess]
+    ) -> None:
+        """A flipped byte and a torn tail cost two records; obsd starts and sends the rest."""
+        agent, upstream = pair
+        assert upstream.stop() == 0
+        port = agent.port("http")
+        for i in range(30):
+            report(port, i)
+        assert agent.stop() == 0
+        (segment,) = spool_segments(agent)
+        data = bytearray(segment.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        segment.write_bytes(bytes(data[:-7]))
+        upstream.start()
+        agent.start()
+        upstream.wait_for(lambda: len(arrived(upstream)) >= 28, timeout=30, what="28 reports")
+        time.sleep(1.0)  # nothing more comes
+        assert len(arrived(upstream)) == 28
+        skipped = [e for e in agent.log_events() if e.get("event") == "damaged spool record skipped"]
+        assert skipped, agent.output()[-3000:]
