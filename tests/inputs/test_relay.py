@@ -280,8 +280,9 @@ class TestCheckConfig:
     ])
     def test_problems(self, tokens: list[dict[str, str]], problem: str) -> None:
         """Missing, empty or shared tokens and repeated names are reported."""
-        cfg = parse_config({"http": {"listen": ["tcp:0"]},
-                            "inputs": {"relay": {"tokens": tokens}}}).inputs["relay"]
+        from obsd.inputs.relay import AgentToken
+
+        cfg = Config(type="relay", tokens=[AgentToken(**t) for t in tokens])
         problems = Problems()
         check_config("relay", cfg, None, problems)  # type: ignore[arg-type]
         assert any(problem in line for line in problems.lines)
