@@ -30,6 +30,8 @@ from obsd.schema import Problems, at_least, setting
 
 ACCEPTS = frozenset({events.LOG, events.ERROR})
 DEFAULT_KINDS = frozenset({events.LOG})
+#: seconds a closing connection may wait for the peer before it is aborted
+CLOSE_GRACE = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -127,6 +129,20 @@ class SyslogSender(Protocol):
         return d
 
 
+class _SenderFactory(Factory):
+    """Builds the connection's protocol and tells the output which one is current."""
+
+    protocol = SyslogSender
+
+    def __init__(self, output: SyslogOutput) -> None:
+        self.output = output
+
+    def buildProtocol(self, addr: Any) -> Any:
+        sender = super().buildProtocol(addr)
+        self.output.sender = sender  # type: ignore[assignment]
+        return sender
+
+
 def make_endpoint(reactor: Any, config: Config) -> Any:
     """A client endpoint for the destination, TLS-wrapped for ``tls:``."""
     tls, host, port = parse_destination(config.destination)
@@ -163,9 +179,11 @@ class SyslogOutput(Output):
         self.syslog_config = config
         super().__init__(name, config, context)
         self.endpoint = endpoint or make_endpoint(context.reactor, config)
+        self.sender: SyslogSender | None = None
+        factory = _SenderFactory(self)
         self.client = ClientService(
             self.endpoint,
-            Factory.forProtocol(SyslogSender),
+            factory,
             retryPolicy=backoffPolicy(
                 initialDelay=0.5, maxDelay=config.reconnect_max, jitter=context.random
             ),
@@ -200,8 +218,24 @@ class SyslogOutput(Output):
 
     def stopService(self) -> defer.Deferred[Any]:
         d = super().stopService()
-        d.addCallback(lambda _: self.client.stopService())
+        d.addCallback(lambda _: self._stop_client())
         return d
+
+    def _stop_client(self) -> defer.Deferred[Any]:
+        """Close the connection; abort it if a TLS peer never answers our close_notify."""
+        stopped = self.client.stopService()
+        sender = self.sender
+        if stopped.called or sender is None or sender.transport is None:
+            return stopped
+        transport = sender.transport
+        abort = self.context.clock.callLater(CLOSE_GRACE, transport.abortConnection)  # type: ignore[attr-defined]
+
+        def done(result: Any) -> Any:
+            if abort.active():
+                abort.cancel()
+            return result
+
+        return stopped.addBoth(done)
 
 
 def build_output(name: str, config: Config, context: OutputContext) -> SyslogOutput:

@@ -21,6 +21,7 @@ from obsd.config import parse_config
 from obsd.outputs.syslog import SyslogOutput, parse_destination
 from obsd.schema import Problems
 from obsd.testing import make_output_context
+from tests.helpers import assert_no_result, success_result_of
 
 
 class FakeEndpoint:
@@ -206,7 +207,7 @@ class TestConnection:
         assert frames(transport.value())
         assert transport.disconnecting
         endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
-        assert d.called
+        success_result_of(d)
 
 
 class TestConfig:
@@ -233,3 +234,23 @@ class TestConfig:
         problems = Problems()
         check_config("syslog", cfg, config, problems)  # type: ignore[arg-type]
         assert any(problem in line for line in problems.lines)
+
+    def test_stop_aborts_a_peer_that_never_closes(
+        self, clock: Clock, tmp_path: Path, endpoint: FakeEndpoint
+    ) -> None:
+        """A peer that never answers the close (TLS close_notify) is aborted after a grace period."""
+        from obsd.outputs.syslog import CLOSE_GRACE
+
+        out = make(clock, tmp_path, endpoint)
+        out.accept(event(1))
+        clock.advance(0)
+        transport = endpoint.transports[0]
+        aborted: list[bool] = []
+        transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        d = out.stopService()
+        clock.advance(0)
+        assert_no_result(d)
+        clock.advance(CLOSE_GRACE)
+        assert aborted == [True]
+        endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
+        success_result_of(d)
