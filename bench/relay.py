@@ -113,7 +113,8 @@ def start(workdir: Path, config: str, profile: Path | None = None) -> ObsdProces
     path.write_text(config.replace("{data_dir}", str(data_dir)))
     args = twistd_args(path)
     if profile is not None:
-        args = [*args[:-4], "--profile", str(profile), "--profiler", "cprofile", *args[-4:]]
+        args = [*args[:-4], "--profile", str(profile), "--profiler", "cprofile", "--savestats",
+                *args[-4:]]
     proc = ObsdProcess(workdir, args)
     proc.data_dir = data_dir  # type: ignore[attr-defined]
     return proc.start()
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<28} {rate:>9.0f} {rate / reference:>9.2f}")
         if args.profile:
             stats_path = root / "agent.prof"
+            print("agent under cProfile (http gzip):")
             run_scenario(root / "profile", True, False, True, events, limit, stats_path)
             stats = pstats.Stats(str(stats_path))
             stats.sort_stats("tottime").print_stats(15)

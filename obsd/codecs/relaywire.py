@@ -93,7 +93,9 @@ def _hook(obj: dict[str, Any]) -> Any:
 def decode_event(line: bytes) -> dict[str, Any]:
     """One NDJSON line back to the event; ``ParseError`` if it is not one."""
     try:
-        value = json.loads(line.decode("utf-8", "surrogatepass"), object_hook=_hook)
+        text = line.decode("utf-8", "surrogatepass")
+        # only a line with a "$ can hold a tag or an escaped key: skip the hook otherwise
+        value = json.loads(text, object_hook=_hook) if _TAG_TEXT in text else json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"not a JSON line: {exc}") from None
     if not isinstance(value, dict):
