@@ -6,7 +6,10 @@ output) and, except for the reference row, a real agent obsd whose relay
 output sends to it.  A separate load process POSTs pre-built batches of
 syslog-sized events (gzip NDJSON, 500 a request, keep-alive) into the
 agent's own relay input; the clock runs from the first POST until the last
-event is in central's ``events.jsonl``.  The reference row sends the same
+event is in central's ``events.jsonl``; beside it, the CPU time the obsd
+processes used per event (agent and central together, from ``/proc``), which
+other load on a shared machine disturbs far less.  Scenarios alternate
+round by round; the table shows medians.  The reference row sends the same
 load straight to central (one hop), the ceiling for the two-hop rows, which
 show their ratio to it.  Bounded in count and time; loopback only.
 
@@ -95,6 +98,12 @@ def count_lines(path: Path, state: dict[str, int]) -> int:
     return state["lines"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_certs(directory: Path) -> tuple[Path, Path, Path]:
     from tests.tls_certs import make_certificates
 
@@ -123,8 +132,9 @@ def start(workdir: Path, config: str, profile: Path | None = None) -> ObsdProces
 def run_scenario(
     base: Path, via_agent: bool, tls: bool, gzipped: bool, events: int, limit: float,
     profile: Path | None = None,
-) -> float:
-    """One round: events/s from the first POST until central has written every event."""
+) -> tuple[float, float]:
+    """One round: events/s from the first POST until central has every event, and
+    the CPU microseconds per event that the obsd processes (agent and central) used."""
     base.mkdir(parents=True)
     port = free_port()
     if tls:
@@ -157,6 +167,7 @@ def run_scenario(
         assert loader.stdout.readline().strip() == "ready"
         out = Path(central.data_dir) / "events.jsonl"  # type: ignore[attr-defined]
         state: dict[str, int] = {}
+        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         began = time.perf_counter()
         loader.stdin.write("go\n")
         loader.stdin.flush()
@@ -166,10 +177,11 @@ def run_scenario(
                 raise SystemExit(f"only {state.get('lines', 0)} of {events} events in {limit} s")
             time.sleep(0.01)
         elapsed = time.perf_counter() - began
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         loader.wait(30)
         if loader.returncode != 0:
             raise SystemExit(f"the load process failed: {loader.returncode}")
-        return events / elapsed
+        return events / elapsed, cpu / events * 1e6
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -183,20 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     events, rounds, limit = (4000, 1, 60.0) if args.quick else (40000, 3, 120.0)
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
         root = Path(tmp)
-        results: dict[str, float] = {}
-        for name, via_agent, tls, gzipped in SCENARIOS:
-            rates = [
-                run_scenario(root / f"{name.split()[0]}-{i}-{tls}-{gzipped}".replace(">", ""),
-                             via_agent, tls, gzipped, events, limit)
-                for i in range(rounds)
-            ]
-            results[name] = statistics.median(rates)
-        reference = results[SCENARIOS[0][0]]
+        rates: dict[str, list[float]] = {name: [] for name, *_ in SCENARIOS}
+        costs: dict[str, list[float]] = {name: [] for name, *_ in SCENARIOS}
+        for i in range(rounds):  # scenarios alternate, so other load on the machine hits all
+            for name, via_agent, tls, gzipped in SCENARIOS:
+                where = root / f"r{i}-{via_agent}-{tls}-{gzipped}"
+                rate, cost = run_scenario(where, via_agent, tls, gzipped, events, limit)
+                rates[name].append(rate)
+                costs[name].append(cost)
+        reference = statistics.median(rates[SCENARIOS[0][0]])
+        reference_cost = statistics.median(costs[SCENARIOS[0][0]])
         print(f"relay: {events} events per round, {rounds} round(s), median; "
               f"machine: {os.cpu_count()} cores (shared with the load process)")
-        print(f"{'scenario':<28} {'events/s':>9} {'vs 1 hop':>9}")
-        for name, rate in results.items():
-            print(f"{name:<28} {rate:>9.0f} {rate / reference:>9.2f}")
+        print(f"{'scenario':<28} {'events/s':>9} {'vs 1 hop':>9} {'cpu us/ev':>10} {'vs 1 hop':>9}")
+        for name, *_ in SCENARIOS:
+            rate = statistics.median(rates[name])
+            cost = statistics.median(costs[name])
+            print(f"{name:<28} {rate:>9.0f} {rate / reference:>9.2f} "
+                  f"{cost:>10.1f} {cost / reference_cost:>9.2f}")
         if args.profile:
             stats_path = root / "agent.prof"
             print("agent under cProfile (http gzip):")
