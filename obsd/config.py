@@ -60,6 +60,11 @@ class DaemonConfig:
         "async",
         help="sync: HTTP ingest answers only once the event is on disk (fsync'd)",
     )
+    max_memory: int = setting(
+        0,
+        check=at_least(0),
+        help="RSS ceiling in bytes: near it inputs are paused (503 on HTTP); 0: no ceiling",
+    )
     metrics_interval: float = setting(
         60.0,
         check=at_least(0),

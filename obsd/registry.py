@@ -19,6 +19,7 @@ INPUT_MODULES: dict[str, str] = {
     "relay": "obsd.inputs.relay",
     "sentry": "obsd.inputs.sentry",
     "statsd": "obsd.inputs.statsd",
+    "syslog": "obsd.inputs.syslog",
 }
 
 OUTPUT_MODULES: dict[str, str] = {

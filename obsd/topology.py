@@ -32,6 +32,7 @@ from obsd.flowcontrol import FlowControl
 from obsd.ingest import IngestLogger
 from obsd.listeners import ListenerService
 from obsd.log import get_logger
+from obsd.memory import MemoryGuard
 from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
 from obsd.router import Router
@@ -260,6 +261,10 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         )
         built = module.build_input(name, in_config, context)
         IService(built).setServiceParent(service.inputs_group)
+    if config.daemon.max_memory:
+        MemoryGuard(
+            config.daemon.max_memory, service.flow_control, service.telemetry, reactor
+        ).setServiceParent(service.outputs_group)
     SelfMetricsService(
         service.telemetry, make_ingest(source="obsd"), reactor, config.daemon.metrics_interval
     ).setServiceParent(service.inputs_group)

@@ -5,8 +5,9 @@ complete messages in it as ``Frame(message, truncated)`` tuples; ``flush()``
 returns what is left when the connection closes.  A message longer than
 ``max_message_size`` is cut to that size and flagged ``truncated``, never
 dropped, and the framer never holds more than about ``max_message_size``
-bytes of one message.  A broken octet count raises ``obsd.errors.ParseError``
-so that the caller closes only that connection.
+bytes of one message.  A broken octet count raises ``FramingError`` (an
+``obsd.errors.ParseError``) so that the caller closes only that connection;
+it carries the messages completed before the error, so none of them is lost.
 
 The framers work on whole chunks with ``bytes.find``/``split``: no Python
 loop runs per byte.
@@ -30,6 +31,14 @@ class Frame(NamedTuple):
 
     message: bytes
     truncated: bool = False
+
+
+class FramingError(ParseError):
+    """A broken octet count; ``frames`` holds the messages completed before it."""
+
+    def __init__(self, message: str, frames: list[Frame]) -> None:
+        super().__init__(message)
+        self.frames = frames
 
 
 class Framer(Protocol):
@@ -163,7 +172,7 @@ class OctetCountingFramer:
         self._skip = 0  # bytes of an over-long message still to discard
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Return the messages ``data`` completes; raise ParseError on a bad count."""
+        """Return the messages ``data`` completes; raise FramingError on a bad count."""
         out: list[Frame] = []
         if self._skip:
             if len(data) <= self._skip:
@@ -180,13 +189,13 @@ class OctetCountingFramer:
                 space = buf.find(b" ", pos, pos + _MAX_COUNT_DIGITS + 1)
                 if space < 0:
                     if size - pos > _MAX_COUNT_DIGITS or not _all_digits(buf[pos:size]):
-                        raise ParseError(
-                            f"bad octet count {bytes(buf[pos : pos + 16])!r}"
+                        raise FramingError(
+                            f"bad octet count {bytes(buf[pos : pos + 16])!r}", out
                         )
                     break
                 count = buf[pos:space]
                 if not count or not _all_digits(count):
-                    raise ParseError(f"bad octet count {bytes(buf[pos : pos + 16])!r}")
+                    raise FramingError(f"bad octet count {bytes(buf[pos : pos + 16])!r}", out)
                 self._need = int(count)
                 pos = space + 1
                 continue

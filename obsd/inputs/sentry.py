@@ -19,7 +19,7 @@ from typing import Any, Literal
 import attrs
 from twisted.application.service import IService, Service
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd.codecs import sentry as codec
 from obsd.codecs.scrub import DEFAULT_SCRUB_KEYS, Scrubber, make_scrubber
@@ -183,6 +183,9 @@ class SentryIngestResource(Resource):
         self._config = config
         self._ingest = context.ingest
         self._flow = context.flow_control
+        # durability = "sync": answer 200 only once the events are on disk
+        durability = getattr(getattr(context.config, "daemon", None), "durability", "async")
+        self._wait_durable = context.wait_durable if durability == "sync" else None
         self._throttle = context.throttle
         self._scrubber = scrubber or make_scrubber(
             config.scrub.keys, defaults=config.scrub.defaults
@@ -242,6 +245,8 @@ class SentryIngestResource(Resource):
                 )
             answer = self._ingest_request(request, route[0], route[1])
             self._count.accepted.inc()
+            if self._wait_durable is not None:
+                return self._answer_when_durable(request, answer)
             raise _Answer(200, answer)
         except _Answer as answer:
             return self._json(request, answer.status, answer.body)
@@ -268,6 +273,25 @@ class SentryIngestResource(Resource):
                 path=request.path.decode("latin-1", "replace"),
             )
             return self._json(request, 500, {"detail": "internal server error"})
+
+    def _answer_when_durable(self, request: Request, answer: dict[str, Any]) -> Any:
+        """Answer 200 once every output has the events on disk (503 if the disk fails)."""
+        assert self._wait_durable is not None
+
+        def durable(_: object) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(self._json(request, 200, answer))
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            self._count.rejected(503).inc()
+            if not request.finished and not request._disconnected:
+                self._retry_after(request)
+                request.write(self._json(request, 503, {"detail": "events not on disk yet"}))
+                request.finish()
+
+        self._wait_durable().addCallbacks(durable, failed)
+        return NOT_DONE_YET
 
     @staticmethod
     def _route(segments: list[str]) -> tuple[str, str | None]:

@@ -10,6 +10,7 @@ from obsd.codecs.framing import (
     AutoFramer,
     Frame,
     Framer,
+    FramingError,
     NewlineFramer,
     NulFramer,
     OctetCountingFramer,
@@ -122,6 +123,12 @@ class TestOctetCountingFramer:
         """A count that is not digits raises ParseError so that the connection is closed."""
         with pytest.raises(ParseError):
             OctetCountingFramer().feed(data)
+
+    def test_error_carries_the_messages_before_it(self) -> None:
+        """The messages a chunk completed before a broken count come with the error."""
+        with pytest.raises(FramingError) as info:
+            OctetCountingFramer().feed(b"6 <13>ab7 <13>cde12x <13>")
+        assert info.value.frames == [Frame(b"<13>ab"), Frame(b"<13>cde")]
 
     def test_cut_short_at_close(self) -> None:
         """A message the close cut short is returned, flagged."""
