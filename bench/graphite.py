@@ -31,21 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench._child import Proc, cpu_seconds
+
 CARBON_RELAY = Path(sys.executable).with_name("carbon-relay.py")
 STALL_SECONDS = 5.0
-
-
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), out.get("PYTHONPATH")]))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def free_port() -> int:
@@ -188,46 +177,6 @@ def run_obsd(sink_port: int, count: int) -> int:
 
 
 # -- the driver -------------------------------------------------------------------
-
-
-class Proc:
-    """A child process that answers ``@@``-marked JSON lines."""
-
-    def __init__(self, args: list[str], stdin: bool = False, cwd: Path = ROOT) -> None:
-        self.proc = subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=env(),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{self.proc.args!r} exited ({self.proc.poll()})")
-            if line.startswith("@@"):
-                return json.loads(line[2:])  # type: ignore[no-any-return]
-
-    def ask(self, command: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self.read()
-
-    def stop(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def me(role: str, *args: Any) -> list[str]:

@@ -32,23 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench._child import ROOT, Proc, cpu_seconds, env
+
 STATSD_VERSION = "0.9.0"
 ETSY_DIR = Path.home() / ".cache" / "obsd" / "etsy-statsd"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_LOSS = 0.001
-
-
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), out.get("PYTHONPATH")]))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_of(pid: int) -> int:
@@ -69,43 +57,19 @@ class PythonReceiver:
 
     def __init__(self, kind: str) -> None:
         self.name = kind
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._receiver", kind],
-            cwd=ROOT,
-            env=env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.port = int(self._read()["port"])
-        self.pid = self.proc.pid
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{self.name} receiver exited ({self.proc.poll()})")
-            if line.startswith("@@"):
-                return json.loads(line[2:])  # type: ignore[no-any-return]
+        self.child = Proc([sys.executable, "-m", "bench._receiver", kind], stdin=True)
+        self.proc = self.child.proc
+        self.port = int(self.child.read()["port"])
+        self.pid = self.child.pid
 
     def ask(self, command: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self._read()
+        return self.child.ask(command)
 
     def count(self) -> int:
         return int(self.ask("count")["metrics"])
 
     def stop(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.child.stop()
 
 
 def install_etsy(statsd_dir: Path = ETSY_DIR) -> Path:

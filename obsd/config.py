@@ -89,6 +89,23 @@ class PipelineConfig:
 
 
 @attrs.frozen(kw_only=True)
+class DerivedMetricsConfig:
+    """``[derived_metrics]``: counters of the log events that flow through obsd."""
+
+    enabled: bool = setting(False, help="count events per source and level (and dotted name)")
+    flush_interval: float = setting(
+        10.0, check=at_least(0.1), help="seconds between flushes of the counts as metric events"
+    )
+    prefix: str = setting("events", help="first part of every derived counter's name")
+    event_names: bool = setting(
+        True, help="also count each dotted event name (user.login -> PREFIX.name.user.login)"
+    )
+    max_series: int = setting(
+        10_000, check=at_least(1), help="distinct counters at most; more are dropped and counted"
+    )
+
+
+@attrs.frozen(kw_only=True)
 class RouteMatch:
     """What a route matches; every given condition must hold."""
 
@@ -176,6 +193,7 @@ class ObsdConfig:
     daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
     http: HttpConfig = attrs.field(factory=HttpConfig)
     pipeline: PipelineConfig = attrs.field(factory=PipelineConfig)
+    derived_metrics: DerivedMetricsConfig = attrs.field(factory=DerivedMetricsConfig)
     inputs: dict[str, InputConfig] = attrs.field(factory=dict)
     outputs: dict[str, OutputConfig] = attrs.field(factory=dict)
     routes: list[RouteConfig] = attrs.field(factory=list)
@@ -194,7 +212,7 @@ class ObsdConfig:
         return [parse_listener(d, STREAM_TYPES) for d in self.http.listen]
 
 
-_TOP_LEVEL = ("daemon", "http", "pipeline", "inputs", "outputs", "routes")
+_TOP_LEVEL = ("daemon", "http", "pipeline", "derived_metrics", "inputs", "outputs", "routes")
 
 
 def _kind_problems(values: list[str], path: str, problems: Problems) -> None:
@@ -229,6 +247,14 @@ def parse_config(
     pipeline = build(
         PipelineConfig, table("pipeline"), "pipeline", problems, env=env, base_dir=base_dir
     )
+    derived = build(
+        DerivedMetricsConfig,
+        table("derived_metrics"),
+        "derived_metrics",
+        problems,
+        env=env,
+        base_dir=base_dir,
+    )
     inputs: dict[str, InputConfig] = {}
     for name, section in table("inputs").items():
         cfg = _build_component("inputs", name, section, problems, env, base_dir)
@@ -255,6 +281,7 @@ def parse_config(
         daemon=daemon,
         http=http,
         pipeline=pipeline,
+        derived_metrics=derived,
         inputs=inputs,
         outputs=outputs,
         routes=routes,

@@ -61,25 +61,45 @@ class Router:
         default_kinds: Mapping[str, frozenset[str]],
         telemetry: Telemetry,
     ) -> None:
-        self._routed = routes != []
-        self._default: dict[str, tuple[Routable, ...]] = {
+        #: called with every event before it is routed (live tail, derived metrics); see
+        #: ``obsd.tail.TapSet``.  None when nobody listens: one attribute check per event.
+        self.tap: Any = None
+        self.configure(outputs, routes, accepts, default_kinds)
+        self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}
+        self._routed_count = telemetry.counter("obsd.router.routed")
+
+    def configure(
+        self,
+        outputs: Mapping[str, Routable],
+        routes: Sequence[RouteConfig],
+        accepts: Mapping[str, frozenset[str]],
+        default_kinds: Mapping[str, frozenset[str]],
+    ) -> None:
+        """Route to these outputs by these routes from now on (a reload switches here).
+
+        The tables are built aside and swapped in together, so an event is routed
+        by the old tables or by the new ones, never by a mix.
+        """
+        default: dict[str, tuple[Routable, ...]] = {
             kind: tuple(out for name, out in outputs.items() if kind in default_kinds[name])
             for kind in events.KINDS
         }
         # per kind: the routes that can apply, with only the outputs that take that kind
-        self._routes: dict[str, list[_Route]] = {kind: [] for kind in events.KINDS}
+        table: dict[str, list[_Route]] = {kind: [] for kind in events.KINDS}
         for route in routes:
             for kind in events.KINDS:
                 if route.match.kind and kind not in route.match.kind:
                     continue
                 targets = [outputs[n] for n in route.outputs if n in outputs and kind in accepts[n]]
                 if targets:
-                    self._routes[kind].append(_Route(route, targets))
-        self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}
-        self._routed_count = telemetry.counter("obsd.router.routed")
+                    table[kind].append(_Route(route, targets))
+        self._routed, self._default, self._routes = bool(routes), default, table
 
     def route(self, event: dict[str, Any]) -> None:
         """Put ``event`` on the queue of every output it is routed to."""
+        tap = self.tap
+        if tap is not None:
+            tap(event)
         kind = event[events.KIND]
         if not self._routed:
             targets: Sequence[Routable] = self._default.get(kind, ())

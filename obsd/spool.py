@@ -152,22 +152,29 @@ class SegmentLog:
     def append(self, records: list[tuple[int, bytes]]) -> int:
         """Write records (in seq order) at the end; returns the bytes written."""
         written = 0
+        chunk: list[bytes] = []  # one write per segment, not one per record
         for seq, payload in records:
             if self._writer is None or self.segments.get(self._writer[0], 0) >= self.segment_bytes:
+                self._flush_chunk(chunk)
                 self._open_segment(seq)
             assert self._writer is not None
-            first, handle = self._writer
             data = encode_record(seq, payload)
-            handle.write(data)  # type: ignore[attr-defined]
-            self.segments[first] = self.segments.get(first, 0) + len(data)
+            chunk.append(data)
+            self.segments[self._writer[0]] += len(data)
             written += len(data)
             self.next_seq = seq + 1
+        self._flush_chunk(chunk)
         if self._writer is not None:
             handle = self._writer[1]
             handle.flush()  # type: ignore[attr-defined]
             if self.fsync:
                 os.fsync(handle.fileno())  # type: ignore[attr-defined]
         return written
+
+    def _flush_chunk(self, chunk: list[bytes]) -> None:
+        if chunk and self._writer is not None:
+            self._writer[1].write(b"".join(chunk))  # type: ignore[attr-defined]
+            chunk.clear()
 
     def _open_segment(self, first: int) -> None:
         self._close_writer()

@@ -58,6 +58,7 @@ def makeService(options: Options) -> Any:
     config = options.config
     configure_logging(config.daemon.log_level)
     service = build_service(config, reactor)
+    service.reloader.install_signal = True  # SIGHUP re-reads the config
     parent = getattr(options, "parent", None)
     fmt = config.daemon.log_format
     service.log_observer_factory = lambda: make_observer(parent, fmt)

@@ -23,12 +23,24 @@ class Counter:
         self.value += amount
 
 
+class NotedError:
+    """A component's last problem: what, when, and how many so far."""
+
+    __slots__ = ("count", "message", "when")
+
+    def __init__(self, message: str, when: float, count: int) -> None:
+        self.message = message
+        self.when = when
+        self.count = count
+
+
 class Telemetry:
     """The registry: counters by name, and gauges read from callables when asked."""
 
     def __init__(self) -> None:
         self._counters: dict[str, Counter] = {}
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._errors: dict[str, NotedError] = {}
 
     def counter(self, name: str) -> Counter:
         """The counter called ``name``, made on first use."""
@@ -40,6 +52,16 @@ class Telemetry:
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Register a gauge whose value ``read()`` gives when asked."""
         self._gauges[name] = read
+
+    def note_error(self, component: str, message: str, when: float) -> None:
+        """Remember ``component``'s last problem (``input.NAME``, ``output.NAME``)."""
+        noted = self._errors.get(component)
+        count = noted.count + 1 if noted is not None else 1
+        self._errors[component] = NotedError(message, when, count)
+
+    def errors(self) -> dict[str, NotedError]:
+        """Each component's last problem, by component."""
+        return dict(sorted(self._errors.items()))
 
     def counters(self) -> dict[str, int]:
         """Every counter, by name."""

@@ -8,6 +8,7 @@ lines per interval, never one per line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -32,6 +33,8 @@ class ThrottledLogger:
         self._clock = clock
         self._interval = interval
         self._windows: dict[str, _Window] = {}
+        #: called with (level, key, event, fields) for every report, throttled or not
+        self.on_report: Callable[[str, str, str, dict[str, Any]], None] | None = None
 
     def warning(self, key: str, event: str, **fields: Any) -> None:
         """Log a warning for ``key`` unless one was logged this interval."""
@@ -42,6 +45,8 @@ class ThrottledLogger:
         self._report("error", key, event, fields)
 
     def _report(self, level: str, key: str, event: str, fields: dict[str, Any]) -> None:
+        if self.on_report is not None:
+            self.on_report(level, key, event, fields)
         window = self._windows.get(key)
         if window is not None:
             window.suppressed += 1

@@ -36,10 +36,10 @@ from obsd.memory import MemoryGuard
 from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
 from obsd.router import Router
-from obsd.selfmetrics import SelfMetricsService, as_tree
+from obsd.selfmetrics import SelfMetricsService
 from obsd.telemetry import Telemetry
 from obsd.throttle import ThrottledLogger
-from obsd.web import HttpRoot, JsonResource, PrometheusResource, make_site
+from obsd.web import HttpRoot, make_site
 
 
 @attrs.define
@@ -126,6 +126,10 @@ class ObsdService(MultiService):
         self.outputs: dict[str, Output] = {}
         self.http_root = HttpRoot()
         self.router: Router | None = None
+        self.status: Any = None
+        self.taps: Any = None
+        self.output_context: OutputContext | None = None
+        self.reloader: Any = None
         self.log_observer_factory: Any = None
         self._lock: FilesystemLock | None = None
 
@@ -210,6 +214,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         sync_interval=config.daemon.sync_interval,
         fsync=config.daemon.durability == "sync",
     )
+    service.output_context = output_context
     accepts: dict[str, frozenset[str]] = {}
     default_kinds: dict[str, frozenset[str]] = {}
     for name, out_config in config.outputs.items():
@@ -268,7 +273,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     SelfMetricsService(
         service.telemetry, make_ingest(source="obsd"), reactor, config.daemon.metrics_interval
     ).setServiceParent(service.inputs_group)
-    _mount_status(service)
+    _mount_status(service, make_ingest)
     if config.http.listen:
         site = make_site(service.http_root, reactor)
         for description in config.http.listen:
@@ -279,26 +284,28 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     return service
 
 
-def _mount_status(service: ObsdService) -> None:
-    """The minimal health resources every obsd serves (``/healthz``, ``/readyz``)."""
-    service.http_root.mount(("healthz",), JsonResource(lambda: {"status": "ok"}))
+def _mount_status(service: ObsdService, make_ingest: Any) -> None:
+    """Health, status, metrics, the status page, the live tail and derived metrics."""
+    from obsd.status import mount_status
+    from obsd.tail import TailHub, TailResource, TapSet
 
-    def readiness() -> dict[str, Any]:
-        outputs = {name: out.health() for name, out in service.outputs.items()}
-        failing = [n for n, h in outputs.items() if h["state"] == "failing"]
-        return {"status": "failing" if failing else "ok", "failing": failing, "outputs": outputs}
+    service.status = mount_status(service)
+    service.taps = TapSet(service.router)
+    hub = TailHub(service.taps, service.telemetry)
+    hub.setServiceParent(service.inputs_group)
+    service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
+    from obsd.reload import Reloader
 
-    service.http_root.mount(
-        ("readyz",), JsonResource(readiness, lambda doc: 503 if doc["failing"] else 200)
-    )
-    started = service.reactor.seconds()
+    service.reloader = Reloader(service)
+    service.reloader.setServiceParent(service.inputs_group)
+    derived = service.config.derived_metrics
+    if derived.enabled:
+        from obsd.derived import DerivedMetrics
 
-    def status() -> dict[str, Any]:
-        return {
-            "uptime": service.reactor.seconds() - started,
-            "outputs": {name: out.health() for name, out in service.outputs.items()},
-            "metrics": as_tree(service.telemetry.snapshot()),
-        }
-
-    service.http_root.mount(("status",), JsonResource(status))
-    service.http_root.mount(("metrics",), PrometheusResource(service.telemetry))
+        DerivedMetrics(
+            derived,
+            service.taps,
+            make_ingest(source="obsd.derived"),
+            service.reactor,
+            service.telemetry,
+        ).setServiceParent(service.inputs_group)

@@ -56,6 +56,8 @@ class HttpRoot(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.mounted: dict[tuple[str, ...], Resource] = {}
+        #: what ``GET /`` shows (the status page); plain text when unset
+        self.index: Resource | None = None
 
     def mount(self, path: Sequence[str], resource: Resource) -> None:
         """Serve ``resource`` at ``/a/b`` for ``path == ("a", "b")``."""
@@ -78,7 +80,14 @@ class HttpRoot(Resource):
                 resource.putChild(child_key, child)
         parent.putChild(key, resource)
 
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self  # "/" itself
+        return super().getChild(path, request)  # type: ignore[no-any-return]
+
     def render_GET(self, request: Request) -> bytes:
+        if self.index is not None:
+            return self.index.render(request)  # type: ignore[no-any-return]
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"obsd\n"
 

@@ -14,8 +14,9 @@ ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.rst").read_text()
 EXAMPLE = tomllib.loads((ROOT / "examples" / "obsd.toml").read_text())
 
-CORE = [config.DaemonConfig, config.HttpConfig, config.PipelineConfig, config.RouteMatch,
-        config.RouteConfig, config.BufferConfig, config.OutputConfig]
+CORE = [config.DaemonConfig, config.HttpConfig, config.PipelineConfig,
+        config.DerivedMetricsConfig, config.RouteMatch, config.RouteConfig,
+        config.BufferConfig, config.OutputConfig]
 
 
 def types() -> list[tuple[str, str, type]]:

@@ -532,6 +532,9 @@ class Output(Service):
     type_name: ClassVar[str] = ""
     #: whether ``encode`` wants private ``_`` keys (Sentry and relay outputs)
     wants_private: ClassVar[bool] = False
+    #: seconds ``stopService`` lets the queues drain; None: the daemon's shutdown_timeout
+    #: (a reload sets 0 to hand a disk buffer's spool straight to the output's successor)
+    drain_timeout: float | None = None
 
     def __init__(self, name: str, config: OutputConfig, context: OutputContext) -> None:
         self.name = name
@@ -615,7 +618,9 @@ class Output(Service):
     def stopService(self) -> defer.Deferred[Any]:
         """Drain every queue within the daemon's shutdown deadline, then persist spools."""
         super().stopService()
-        timeout = self.context.shutdown_timeout
+        timeout = self.drain_timeout
+        if timeout is None:
+            timeout = self.context.shutdown_timeout
         drains = [q.drain(timeout) for q in self.queues.values()]
         d = defer.gatherResults(drains, consumeErrors=True)
         d.addCallback(lambda _: defer.gatherResults([q.close() for q in self.queues.values()]))
