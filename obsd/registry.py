@@ -16,6 +16,7 @@ import importlib
 from types import ModuleType
 
 INPUT_MODULES: dict[str, str] = {
+    "relay": "obsd.inputs.relay",
     "sentry": "obsd.inputs.sentry",
     "statsd": "obsd.inputs.statsd",
     "syslog": "obsd.inputs.syslog",
@@ -27,6 +28,8 @@ OUTPUT_MODULES: dict[str, str] = {
     "sentry": "obsd.outputs.sentry",
     "graphite": "obsd.outputs.graphite",
     "elasticsearch": "obsd.outputs.elasticsearch",
+    "relay": "obsd.outputs.relay",
+    "syslog": "obsd.outputs.syslog",
 }
 
 

@@ -1,0 +1,267 @@
+"""The ``relay`` output: forward every event to a central obsd, at least once.
+
+Batches go as gzip NDJSON (``obsd.codecs.relaywire``) in one
+``POST <url>/api/obsd/v1/events`` with ``Authorization: Bearer <token>``.
+Central answers 200 only once the batch is on its own queues, so a batch is
+dropped here only after that 200; every other outcome keeps it.  The events
+keep their ``id``, and central drops ids it has seen within its window, so
+the retries that at-least-once implies never double anything.
+
+Several ``urls`` are tried in turn (failover): a send starts at the url that
+last answered, and on a network error, a timeout, 5xx, 429 or 503 moves on to
+the next one at once; when all have failed the queue retries the batch with
+backoff (honouring the largest ``Retry-After``).  401 and 403 (a bad token)
+and other 4xx are permanent: the batch goes to the dead-letter file.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from obsd import events
+from obsd.codecs.relaywire import decode_event, encode_event
+from obsd.config import OutputConfig
+from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
+from obsd.schema import Problems, at_least, setting
+
+ACCEPTS = frozenset(events.KINDS)
+DEFAULT_KINDS = frozenset(events.KINDS)
+
+#: where the relay input is mounted on central's ``[http]``
+EVENTS_PATH = "/api/obsd/v1/events"
+USER_AGENT = b"obsd-relay/1"
+
+
+@attrs.frozen(kw_only=True)
+class Config(OutputConfig):
+    """``[outputs.relay]``."""
+
+    urls: list[str] = setting(
+        factory=list,
+        help="central obsd base urls (http:// or https://), tried in order for failover",
+    )
+    token: str = setting("", secret=True, help="this agent's bearer token (inputs.relay.tokens)")
+    gzip: bool = setting(True, help="gzip each request body")
+    ca_file: str = setting("", help="PEM CA certificates that sign central's certificate (https)")
+    cert_file: str = setting("", help="PEM client certificate, when central asks for one")
+    key_file: str = setting("", help="PEM key of cert_file (may be cert_file itself)")
+    request_timeout: float = setting(
+        30.0, check=at_least(0.1), help="seconds one request may take before the next url"
+    )
+    batch_size: int = setting(1000, check=at_least(1), help="events per request at most")
+
+
+def check_config(name: str, cfg: Config, whole: Any, problems: Problems) -> None:
+    """urls are needed and must be http(s); client cert and key go together."""
+    path = f"outputs.{name}"
+    if not cfg.urls:
+        problems.add(f"{path}.urls", "a relay needs at least one url")
+    for i, url in enumerate(cfg.urls):
+        if not url.startswith(("http://", "https://")):
+            problems.add(f"{path}.urls[{i}]", f"expected an http:// or https:// url, got {url!r}")
+    if cfg.key_file and not cfg.cert_file:
+        problems.add(f"{path}.key_file", "key_file needs cert_file")
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(cfg, key)
+        if value and not Path(value).is_file():
+            problems.add(f"{path}.{key}", f"no such file {value!r}")
+
+
+def events_url(base: str) -> bytes:
+    """The relay endpoint under a central base url (a full endpoint url is kept)."""
+    base = base.rstrip("/")
+    if base.endswith(EVENTS_PATH):
+        return base.encode()
+    return (base + EVENTS_PATH).encode()
+
+
+def retry_after_seconds(value: bytes | str | None) -> float | None:
+    """``Retry-After`` in seconds (the delta form; a date form is ignored)."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+class _RetryableError(Exception):
+    """One url failed in a way the next url (or a later retry) may not."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def make_tls_policy(ca_file: str, cert_file: str, key_file: str) -> Any:
+    """An ``IPolicyForHTTPS`` trusting ``ca_file`` and presenting a client certificate."""
+    from twisted.internet import ssl
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+    from twisted.web.iweb import IPolicyForHTTPS
+
+    trust: Any = None
+    if ca_file:
+        trust = ssl.trustRootFromCertificates(
+            [ssl.Certificate.loadPEM(Path(ca_file).read_bytes())]
+        )
+    client: Any = None
+    if cert_file:
+        pem = Path(cert_file).read_bytes()
+        if key_file and key_file != cert_file:
+            pem += b"\n" + Path(key_file).read_bytes()
+        client = ssl.PrivateCertificate.loadPEM(pem)
+    if client is None:
+        return BrowserLikePolicyForHTTPS(trustRoot=trust)
+
+    @implementer(IPolicyForHTTPS)
+    class _Policy:
+        def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+            return ssl.optionsForClientTLS(
+                hostname.decode("ascii"), trustRoot=trust, clientCertificate=client
+            )
+
+    return _Policy()
+
+
+def make_http_client(reactor: Any, config: Config) -> Any:
+    """A treq client with its own persistent connection pool."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max(2, config.max_in_flight)
+    pool.retryAutomatically = False  # a POST is retried by the queue, not behind its back
+    kwargs: dict[str, Any] = {"pool": pool}
+    if any(u.startswith("https://") for u in config.urls):
+        kwargs["contextFactory"] = make_tls_policy(
+            config.ca_file, config.cert_file, config.key_file
+        )
+    return HTTPClient(Agent(reactor, **kwargs))
+
+
+class RelayOutput(Output):
+    """POST batches to central; fail over across ``urls``; keep what is not acknowledged."""
+
+    type_name = "relay"
+    wants_private = True
+
+    def __init__(
+        self, name: str, config: Config, context: OutputContext, http_client: Any = None
+    ) -> None:
+        self.relay_config = config
+        self.urls = [events_url(u) for u in config.urls]
+        self._current = 0
+        super().__init__(name, config, context)
+        self.http = http_client or make_http_client(context.reactor, config)
+        tel = context.telemetry
+        self._failovers = tel.counter(f"obsd.output.{name}.failovers")
+        self._refused = tel.counter(f"obsd.output.{name}.refused")
+        self._headers = {
+            b"Content-Type": [b"application/x-ndjson"],
+            b"User-Agent": [USER_AGENT],
+        }
+        if config.token:
+            self._headers[b"Authorization"] = [b"Bearer " + config.token.encode()]
+        if config.gzip:
+            self._headers[b"Content-Encoding"] = [b"gzip"]
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        return encode_event(event)
+
+    def decode(self, record: bytes) -> Any:
+        try:
+            event = decode_event(record)
+        except ValueError:
+            return record.decode("utf-8", "replace")
+        # the dead-letter file is JSON: show bytes as text there
+        return {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+                for k, v in event.items()}
+
+    @property
+    def current_url(self) -> bytes:
+        return self.urls[self._current]
+
+    def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
+        body = b"".join(batch)
+        if self.relay_config.gzip:
+            body = gzip.compress(body, compresslevel=1)
+        return defer.ensureDeferred(self._send_all(body, len(batch)))
+
+    async def _send_all(self, body: bytes, count: int) -> SendResult | None:
+        reasons: list[str] = []
+        retry_after: float | None = None
+        for attempt in range(len(self.urls)):
+            index = (self._current + attempt) % len(self.urls)
+            url = self.urls[index]
+            try:
+                await self._post(url, body)
+            except _RetryableError as exc:
+                reasons.append(f"{url.decode()}: {exc}")
+                if exc.retry_after is not None:
+                    retry_after = max(retry_after or 0.0, exc.retry_after)
+                continue
+            if index != self._current:
+                self._failovers.inc()
+                self._current = index
+            return None
+        if len(self.urls) > 1:
+            self._current = (self._current + 1) % len(self.urls)
+        return SendResult(
+            retry=list(range(count)), retry_reason="; ".join(reasons), retry_after=retry_after
+        )
+
+    async def _post(self, url: bytes, body: bytes) -> None:
+        try:
+            response = await self.http.post(
+                url,
+                data=body,
+                headers=self._headers,
+                timeout=self.relay_config.request_timeout,
+                reactor=self.context.reactor,
+            )
+            text = await response.content()
+        except PermanentError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any network failure: try the next url
+            raise _RetryableError(Failure(exc).getErrorMessage() or type(exc).__name__) from None
+        code = response.code
+        if code == 200:
+            return
+        detail = text[:200].decode("utf-8", "replace").strip()
+        if code in (429, 503) or code == 408 or code >= 500:
+            header = response.headers.getRawHeaders(b"retry-after", [None])[0]
+            raise _RetryableError(f"HTTP {code} {detail}".strip(), retry_after_seconds(header))
+        self._refused.inc()
+        self.context.throttle.error(
+            f"{self.name}:refused",
+            "central refused a relay batch for good",
+            output=self.name,
+            url=url.decode(),
+            status=code,
+            detail=detail,
+        )
+        raise PermanentError(f"HTTP {code} from {url.decode()}: {detail}")
+
+    def after_drain(self) -> None:
+        pool = getattr(getattr(self.http, "_agent", None), "_pool", None)
+        if pool is not None:
+            pool.closeCachedConnections()
+
+
+def build_output(
+    name: str, config: Config, context: OutputContext, http_client: Any = None
+) -> RelayOutput:
+    return RelayOutput(name, config, context, http_client)
+
+
+__all__: Sequence[str] = ["Config", "RelayOutput", "build_output", "check_config"]
