@@ -623,9 +623,13 @@ class Output(Service):
             timeout = self.context.shutdown_timeout
         drains = [q.drain(timeout) for q in self.queues.values()]
         d = defer.gatherResults(drains, consumeErrors=True)
+        d.addCallback(lambda _: self.before_close())
         d.addCallback(lambda _: defer.gatherResults([q.close() for q in self.queues.values()]))
         d.addCallback(lambda _: self.after_drain())
         return d
+
+    def before_close(self) -> None:
+        """After the drain, before spools close: the last moment to queue records to disk."""
 
     def wait_durable(self) -> defer.Deferred[Any]:
         """Fires when every event this output has accepted is on disk (disk buffers)."""

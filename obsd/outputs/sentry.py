@@ -648,8 +648,21 @@ class SentryOutput(Output):
 
     # -- stop --------------------------------------------------------------------
 
+    def before_close(self) -> None:
+        """Reports still held for a rate limit go into a disk queue's spool, unsent:
+        the next run sends them (or holds them again).  Memory queues cannot keep
+        them, so those are dead-lettered after the stop."""
+        kept = []
+        for held in self._held:
+            buffer = self.queues[held.key].buffer
+            if buffer.durable:
+                buffer.put(held.record)
+            else:
+                kept.append(held)
+        self._held = kept
+
     def stopService(self) -> defer.Deferred[Any]:
-        """Release what may go, drain the queues, dead-letter what still waits."""
+        """Release what may go, drain the queues, spool or dead-letter what still waits."""
         if self._held:
             self._release()
         d = super().stopService()

@@ -624,3 +624,43 @@ class TestConfig:
         out = config.outputs["sentry"]
         assert "log" in output_accepts(out)
         assert "log" not in output_default_kinds(out)
+
+
+class TestHeldWithDiskBuffer:
+    def test_held_reports_are_spooled_at_stop_and_sent_by_the_next_run(
+        self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
+    ) -> None:
+        """With a disk queue, a report held for a rate limit at stop is kept, not dead-lettered."""
+        from twisted.internet import defer as tdefer
+
+        from obsd.config import BufferConfig
+
+        def run_now(job: Any) -> Any:
+            return tdefer.maybeDeferred(job)
+
+        def disk_output(clk: Clock) -> SentryOutput:
+            config = Config(type="sentry", dsn=UPSTREAM, buffer=BufferConfig(type="disk"))
+            ctx = make_output_context(clk, tmp_path, run_io=run_now)
+            out = SentryOutput("sentry", config, ctx, http=StubTreq(upstream))
+            out.startService()
+            return out
+
+        out = disk_output(clock)
+        upstream.answers = [Answer(429, {"Retry-After": "600"})]
+        out.accept(report(envelope("event")))
+        clock.advance(0)
+        out.stopService()
+        clock.advance(out.context.shutdown_timeout)
+        assert dead_letters(tmp_path) == []
+        assert counter(out, "dropped.rate_limited_at_stop") == 0
+        out.context.throttle.stop()
+
+        before = len(upstream.seen)
+        clock2 = Clock()
+        again = disk_output(clock2)  # replays the spool at once
+        clock2.advance(1)
+        assert len(upstream.seen) == before + 1
+        assert upstream.seen[-1].body == upstream.seen[0].body
+        again.stopService()
+        clock2.advance(again.context.shutdown_timeout)
+        again.context.throttle.stop()
