@@ -2,7 +2,9 @@
 
 Stream listeners are Twisted endpoint strings (``tcp:5514:interface=127.0.0.1``,
 ``ssl:6514:privateKey=k.pem:certKey=c.pem``, ``unix:/run/obsd.sock``,
-``systemd:domain=INET:index=0``).  Datagrams have no Twisted endpoint, so obsd
+``systemd:domain=INET:index=0``); ``ssl:`` also takes obsd's ``clientCA=ca.pem``,
+which makes the listener require client certificates signed by that CA (Twisted's
+string syntax has no such option).  Datagrams have no Twisted endpoint, so obsd
 adds ``udp:PORT[:interface=ADDR]`` and ``unixgram:PATH``.  ``Listener`` is what
 config checks (port conflicts) and topology (which Twisted call to make) need.
 """
@@ -10,11 +12,14 @@ config checks (port conflicts) and topology (which Twisted call to make) need.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 import attrs
 
 DATAGRAM_TYPES = frozenset({"udp", "unixgram"})
+#: obsd's own option for ``ssl:`` listeners: require client certificates signed by this CA
+CLIENT_CA = "clientCA"
 STREAM_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix", "systemd"})
 
 _SPLIT = re.compile(r"(?<!\\):")
@@ -111,9 +116,22 @@ def parse_listener(description: str, allowed: frozenset[str]) -> Listener:
             listener = Listener(description, kind, "systemd", "", 0, kwargs)
     except ValueError as exc:
         raise ValueError(f"bad endpoint {description!r}: {exc}") from None
+    if kind == "ssl" and CLIENT_CA in listener.options:
+        if not Path(listener.options[CLIENT_CA]).is_file():
+            raise ValueError(
+                f"bad endpoint {description!r}: {CLIENT_CA} file "
+                f"{listener.options[CLIENT_CA]!r} does not exist"
+            )
+        description = without_option(description, CLIENT_CA)
     if kind in STREAM_TYPES and kind != "systemd":
         _check_with_twisted(description)
     return listener
+
+
+def without_option(description: str, name: str) -> str:
+    """The endpoint string without its ``name=...`` part (obsd's own options)."""
+    parts = _SPLIT.split(description)
+    return ":".join(p for p in parts if not p.startswith(name + "="))
 
 
 def _check_with_twisted(description: str) -> None:

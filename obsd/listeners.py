@@ -7,6 +7,7 @@ bound stops the start with a clear message instead of a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -16,8 +17,27 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
-from obsd.endpoints import Listener
+from obsd.endpoints import CLIENT_CA, Listener
 from obsd.log import get_logger
+
+
+def mutual_tls_endpoint(reactor: Any, listener: Listener) -> Any:
+    """An ``ssl:`` listener that requires a client certificate signed by ``clientCA``."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import Certificate, PrivateCertificate
+
+    options = listener.options
+    key = Path(options["privateKey"]).read_bytes()
+    cert = Path(options.get("certKey") or options["privateKey"]).read_bytes()
+    authority = Certificate.loadPEM(Path(options[CLIENT_CA]).read_bytes())
+    context = PrivateCertificate.loadPEM(cert + b"\n" + key).options(authority)
+    return SSL4ServerEndpoint(
+        reactor,
+        listener.port,
+        context,
+        backlog=int(options.get("backlog", 50)),
+        interface=listener.address,
+    )
 
 
 class ListenerService(Service):
@@ -70,7 +90,10 @@ class ListenerService(Service):
                 )
             else:
                 assert self.factory is not None
-                endpoint = serverFromString(self.reactor, listener.description)
+                if listener.type == "ssl" and CLIENT_CA in listener.options:
+                    endpoint = mutual_tls_endpoint(self.reactor, listener)
+                else:
+                    endpoint = serverFromString(self.reactor, listener.description)
                 d = endpoint.listen(self.factory)
                 result: list[Any] = []
                 d.addBoth(result.append)

@@ -52,6 +52,8 @@ class TestProblems:
             ("[pipeline]\nprocessors = ['no.such.module:f']", "pipeline.processors[0]: cannot load 'no.such.module:f'"),
             ("[pipeline]\nprocessors = ['nocolon']", "pipeline.processors[0]: cannot load 'nocolon': expected 'module:callable'"),
             ("[outputs.file]\npath = '${OBSD_NOT_SET}'", "outputs.file.path: environment variable OBSD_NOT_SET is not set"),
+            ("[http]\nlisten = ['ssl:9443:privateKey=k.pem:clientCA=/no/such/ca.pem']",
+             "http.listen[0]: bad endpoint 'ssl:9443:privateKey=k.pem:clientCA=/no/such/ca.pem': clientCA file"),
             ("[http]\nlisten = ['tcp:9000']\n[inputs.sentry]",
              "inputs.sentry.projects: empty, so any key is accepted, but http.listen[0]"),
         ],

@@ -217,3 +217,46 @@ class TestFailoverAndTls:
             what="a TLS failure at the agent",
         )
         assert file_events(central.data_dir) == []  # type: ignore[attr-defined]
+
+
+class TestClientCertificates:
+    def test_central_requires_a_client_certificate_signed_by_its_ca(
+        self, obsd_process: Callable[..., ObsdProcess], tmp_path: Path
+    ) -> None:
+        """With clientCA on central's ssl: listener, an agent with a certificate from that CA is
+        served and an agent without one is refused at the handshake."""
+        from tests.tls_certs import make_certificates
+
+        certs = make_certificates()
+        (tmp_path / "ca.pem").write_bytes(certs.ca_cert)
+        (tmp_path / "key.pem").write_bytes(certs.server_key)
+        (tmp_path / "cert.pem").write_bytes(certs.server_cert)
+        port = free_port()
+        listen = (f"ssl:{port}:interface=127.0.0.1:privateKey={tmp_path / 'key.pem'}"
+                  f":certKey={tmp_path / 'cert.pem'}:clientCA={tmp_path / 'ca.pem'}")
+        central = obsd_process(central_config(listen, TOKENS))
+        # the CA signed one certificate: agent1 presents it as its client certificate
+        with_cert = obsd_process(agent_config(
+            [f"https://localhost:{port}"], TOKENS["agent1"],
+            relay_extra=(f"ca_file = '{tmp_path / 'ca.pem'}'\n"
+                         f"cert_file = '{tmp_path / 'cert.pem'}'\n"
+                         f"key_file = '{tmp_path / 'key.pem'}'\n"),
+        ))
+        without = obsd_process(agent_config(
+            [f"https://localhost:{port}"], TOKENS["agent2"],
+            relay_extra=f"ca_file = '{tmp_path / 'ca.pem'}'\n",
+        ))
+        post_events(f"http://127.0.0.1:{with_cert.port('http')}", load_events("agent1", 0, 3))
+        post_events(f"http://127.0.0.1:{without.port('http')}", load_events("agent2", 0, 3))
+        central.wait_for(
+            lambda: len(file_events(central.data_dir)) >= 3,  # type: ignore[attr-defined]
+            what="the agent with a certificate relayed",
+        )
+        without.wait_for(
+            lambda: any(e.get("event") == "delivery failed; retrying with backoff"
+                        for e in without.log_events()),
+            what="the agent without a certificate refused",
+        )
+        assert central.stop() == 0
+        ids = sorted(e["id"] for e in file_events(central.data_dir))  # type: ignore[attr-defined]
+        assert ids == [f"agent1-{i:06d}" for i in range(3)]
