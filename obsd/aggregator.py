@@ -76,6 +76,8 @@ class AggregatorSettings:
     calculated_timer_metrics: tuple[str, ...] = ()
     max_metrics: int = 200_000
     max_set_size: int = 100_000
+    #: Samples one timer keeps per flush interval; its ``count`` still counts every one.
+    max_timer_samples: int = 100_000
 
     @property
     def global_suffix_dot(self) -> str:
@@ -168,6 +170,9 @@ class StatsdAggregator:
         self.dropped_metrics = 0
         #: Set members refused because the set already holds ``max_set_size``.
         self.dropped_set_members = 0
+        #: Timer samples not kept (a timer holds ``max_timer_samples`` per interval);
+        #: they are in ``count`` but not in the other timer stats.
+        self.dropped_timer_samples = 0
         self._build_namespaces()
 
     # -- naming --------------------------------------------------------------
@@ -254,6 +259,7 @@ class StatsdAggregator:
         timers = self._timers
         timer_counts = self._timer_counts
         gauges = self._gauges
+        max_timer_samples = self.settings.max_timer_samples
         lines = 0
         parts = data.split(b"\n")
         for index, raw in enumerate(parts):  # noqa: B007 - index is read after a break
@@ -282,7 +288,10 @@ class StatsdAggregator:
                 timer = timers.get(key)
                 if timer is None or (value < 0.0 and kind == "ms"):
                     break
-                timer.append(value)
+                if len(timer) < max_timer_samples:
+                    timer.append(value)
+                else:
+                    self.dropped_timer_samples += 1
                 timer_counts[key] += 1.0
             elif kind == "g":
                 if key not in gauges:
@@ -346,7 +355,10 @@ class StatsdAggregator:
                         continue
                     timer = self._timers[key] = []
                     self._timer_counts[key] = 0.0
-                timer.append(value)  # type: ignore[arg-type]
+                if len(timer) < self.settings.max_timer_samples:
+                    timer.append(value)  # type: ignore[arg-type]
+                else:
+                    self.dropped_timer_samples += 1
                 self._timer_counts[key] += 1.0 / rate
             elif kind == "g":
                 gauges = self._gauges

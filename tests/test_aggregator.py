@@ -342,3 +342,19 @@ class TestBounds:
         aggregator.ingest(b"s:a|s\ns:b|s\ns:c|s\ns:a|s")
         assert user(aggregator.flush())["stats.sets.s.count"] == 2
         assert aggregator.dropped_set_members == 1
+
+
+class TestTimerSampleCap:
+    @pytest.mark.parametrize("packet", [b"t:1|ms\nt:2|ms\nt:3|ms\nt:9|ms\nt:9|ms",
+                                        b"t:1|ms|@1\nt:2|ms|@1\nt:3|ms|@1\nt:9|ms|@1\nt:9|ms|@1"])
+    def test_keeps_max_timer_samples_and_counts_every_one(
+        self, make: Callable[..., StatsdAggregator], packet: bytes
+    ) -> None:
+        """Past max_timer_samples a timer stops keeping values; count stays exact, drops counted."""
+        agg = make(max_timer_samples=3)
+        agg.ingest(b"t:1|ms")  # the series exists: later lines may take the fast path
+        agg.ingest(packet)
+        stats = values(agg.flush())
+        assert stats["stats.timers.t.count"] == 6
+        assert stats["stats.timers.t.upper"] == 2  # kept: 1, 1, 2
+        assert agg.dropped_timer_samples == 3

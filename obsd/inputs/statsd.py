@@ -100,6 +100,11 @@ class Config(ListeningInputConfig):
     max_set_size: int = setting(
         100_000, check=at_least(1), help="members one set holds at most (drops counted)"
     )
+    max_timer_samples: int = setting(
+        100_000,
+        check=at_least(1),
+        help="samples one timer keeps per flush interval (count stays exact; drops counted)",
+    )
     repeat_to: list[str] = setting(
         factory=list, help='"host:port" StatsD servers that get the raw lines too (UDP)'
     )
@@ -158,6 +163,7 @@ def aggregator_settings(cfg: Config) -> AggregatorSettings:
         calculated_timer_metrics=tuple(cfg.calculated_timer_metrics),
         max_metrics=cfg.max_metrics,
         max_set_size=cfg.max_set_size,
+        max_timer_samples=cfg.max_timer_samples,
     )
 
 
@@ -353,6 +359,7 @@ class StatsdInput(MultiService):
         self._bad = tel.counter(f"{prefix}.bad_lines_seen")
         self._dropped_metrics = tel.counter(f"{prefix}.dropped_metrics")
         self._dropped_members = tel.counter(f"{prefix}.dropped_set_members")
+        self._dropped_samples = tel.counter(f"{prefix}.dropped_timer_samples")
         self._flushes = tel.counter(f"{prefix}.flushes")
         self._points = tel.counter(f"{prefix}.points_flushed")
         self._repeated = tel.counter(f"{prefix}.repeated")
@@ -447,6 +454,7 @@ class StatsdInput(MultiService):
         self._bad.inc(agg.bad_lines_seen)
         self._dropped_metrics.inc(agg.dropped_metrics - self._dropped_metrics.value)
         self._dropped_members.inc(agg.dropped_set_members - self._dropped_members.value)
+        self._dropped_samples.inc(agg.dropped_timer_samples - self._dropped_samples.value)
         if self.repeater is not None:
             self._repeated.inc(self.repeater.sent - self._repeated.value)
         points = agg.flush()
