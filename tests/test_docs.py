@@ -51,6 +51,12 @@ class TestReadme:
         )
         assert errors.getvalue() == ""
 
+    def test_no_underline_runs_into_text(self) -> None:
+        """A section underline is a line of its own (else docutils keeps it as text, silently)."""
+        import re
+
+        assert [l for l in README.splitlines() if re.match(r"^[=~-]{3,}[^=~\s-]", l)] == []
+
     @pytest.mark.parametrize("cls", CORE + [t[2] for t in types()], ids=lambda c: c.__qualname__)
     def test_every_key_documented(self, cls: type) -> None:
         """Each config key appears in README.rst as a literal."""
