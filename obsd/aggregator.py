@@ -37,8 +37,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from obsd import events
 from obsd.codecs.graphite import MetricPoint, sanitise_name
 from obsd.codecs.statsd import Sample, parse_statsd_packet_into
+
+
+class StatsdPoint(NamedTuple):
+    """One flushed value: its Graphite name first (as ``MetricPoint``), then what it is."""
+
+    name: str
+    value: float
+    #: Whole seconds since the epoch.
+    timestamp: int
+    #: ``"k:v"`` or ``"flag"``, sorted and clean.
+    tags: tuple[str, ...]
+    #: The base StatsD name, without namespace or suffix.
+    metric: str
+    #: ``counter``, ``gauge``, ``timer`` or ``set`` (``events.METRIC_TYPES``).
+    metric_type: str
+    #: ``rate``, ``count``, ``value``, or a timer's stat suffix (``mean_90``...).
+    stat: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +179,10 @@ class StatsdAggregator:
         self._gauges: dict[Key, float] = {}
         self._gauge_ttl: dict[Key, int] = {}
         self._sets: dict[Key, set[str]] = {}
+        #: without graphite_tags: the tags all samples of a series carried (not identity)
+        self._common: dict[Key, tuple[str, ...]] = {}
+        #: series whose common tags are not empty (the fast path leaves them alone)
+        self._has_tags: set[Key] = set()
         self._scratch: list[Sample] = []
         self._last_timestamp = 0
         self.bad_lines_seen = 0
@@ -219,16 +241,27 @@ class StatsdAggregator:
         clean_name = sanitise_name(name)
         if not self._tagged or not tags:
             return (clean_name, ())
-        clean: set[str] = set()
-        for tag in tags:
-            key, colon, value = tag.partition(":")
-            key = sanitise_name(key)
-            value = sanitise_name(value)
-            if key and value:
-                clean.add(f"{key}:{value}")
-            elif key and not colon:
-                clean.add(key)
-        return (clean_name, tuple(sorted(clean)))
+        return (clean_name, clean_tags(tags))
+
+    def _note_tags(self, key: Key, name: str, tags: tuple[str, ...]) -> None:
+        """Without ``graphite_tags``: keep the tags every sample of the series carried."""
+        if ";" in name:
+            tags = (*tags, *(part.replace("=", ":", 1) for part in name.split(";")[1:] if part))
+        common = self._common.get(key)
+        if common is None:  # the series' first sample
+            common = self._common[key] = clean_tags(tags) if tags else ()
+            if common:
+                self._has_tags.add(key)
+        elif common:
+            kept = tuple(t for t in clean_tags(tags) if t in common) if tags else ()
+            if kept != common:
+                self._common[key] = kept
+                if not kept:
+                    self._has_tags.discard(key)
+
+    def tags_of(self, key: Key) -> tuple[str, ...]:
+        """The tags a series' points carry: its own, or (untagged mode) the common ones."""
+        return key[1] if self._tagged else self._common.get(key, ())
 
     # -- input ---------------------------------------------------------------
 
@@ -259,6 +292,7 @@ class StatsdAggregator:
         timers = self._timers
         timer_counts = self._timer_counts
         gauges = self._gauges
+        has_tags = self._has_tags
         max_timer_samples = self.settings.max_timer_samples
         lines = 0
         parts = data.split(b"\n")
@@ -273,6 +307,8 @@ class StatsdAggregator:
             value_text, _, kind = rest.partition("|")
             key = keys.get(name)
             if key is None or not value_text.isascii() or "_" in value_text:
+                break
+            if has_tags and key in has_tags:
                 break
             try:
                 value = float(value_text)
@@ -343,6 +379,10 @@ class StatsdAggregator:
                 key = self._canonical(name, tags)
                 if len(keys) < 4 * self.settings.max_metrics:
                     keys[raw] = key
+            if not tagged and (
+                tags or key in self._has_tags or key not in self._common or ";" in name
+            ):
+                self._note_tags(key, name, tags)
             if kind == "c":
                 if key in counters:
                     counters[key] += value / rate  # type: ignore[operator]
@@ -455,15 +495,17 @@ class StatsdAggregator:
             return "histogram" in wanted
         return _PERCENT_STAT.sub("_percent", suffix) in wanted
 
-    def flush(self) -> list[MetricPoint]:
+    def flush(self) -> list[StatsdPoint]:
         """Close the interval: the points to send, then reset as Etsy's options say."""
         s = self.settings
         started = self._perf_counter()
         now = int(self._clock())
         suffix = s.global_suffix_dot
-        points: list[MetricPoint] = []
+        points: list[StatsdPoint] = []
         add = points.append
         interval = s.flush_interval
+        tags_of = self.tags_of
+        counter, gauge, timer, set_ = events.COUNTER, events.GAUGE, events.TIMER, events.SET
 
         if self._last_timestamp > 0:
             self._gauges[self._lag_key] = now - self._last_timestamp - interval
@@ -476,51 +518,96 @@ class StatsdAggregator:
         )
         counters: list[tuple[Key, float]] = [((name, ()), v) for name, v in internal]
         counters.extend(self._counters.items())
-        for (name, tags), value in counters:
+        for key, value in counters:
+            name = key[0]
+            tags = tags_of(key)
             add(
-                MetricPoint(
+                StatsdPoint(
                     f"{self._ns_counter}{name}{self._rate_suffix}{suffix}",
                     value / interval,
                     now,
                     tags,
+                    name,
+                    counter,
+                    "rate",
                 )
             )
             if s.flush_counts:
                 add(
-                    MetricPoint(
+                    StatsdPoint(
                         f"{self._ns_count}{name}{self._count_suffix}{suffix}",
                         value,
                         now,
                         tags,
+                        name,
+                        counter,
+                        "count",
                     )
                 )
         num_stats = len(counters)
 
         for key, values in self._timers.items():
-            name, tags = key
+            name = key[0]
+            tags = tags_of(key)
             for stat in self._timer_stats(name, values, self._timer_counts[key]):
                 if self._keep_timer_stat(stat.suffix):
                     add(
-                        MetricPoint(
+                        StatsdPoint(
                             f"{self._ns_timer}{name}.{stat.suffix}{suffix}",
                             stat.value,
                             now,
                             tags,
+                            name,
+                            timer,
+                            stat.suffix,
                         )
                     )
             num_stats += 1
 
-        for (name, tags), value in self._gauges.items():
-            add(MetricPoint(f"{self._ns_gauge}{name}{suffix}", value, now, tags))
+        for key, value in self._gauges.items():
+            name = key[0]
+            add(
+                StatsdPoint(
+                    f"{self._ns_gauge}{name}{suffix}",
+                    value,
+                    now,
+                    tags_of(key),
+                    name,
+                    gauge,
+                    events.STAT_VALUE,
+                )
+            )
         num_stats += len(self._gauges)
 
-        for (name, tags), members in self._sets.items():
-            add(MetricPoint(f"{self._ns_set}{name}.count{suffix}", len(members), now, tags))
+        for key, members in self._sets.items():
+            name = key[0]
+            add(
+                StatsdPoint(
+                    f"{self._ns_set}{name}.count{suffix}",
+                    len(members),
+                    now,
+                    tags_of(key),
+                    name,
+                    set_,
+                    "count",
+                )
+            )
         num_stats += len(self._sets)
 
-        add(MetricPoint(self._num_stats, num_stats, now, ()))
+        own = self.settings.prefix_stats
+        add(StatsdPoint(self._num_stats, num_stats, now, (), f"{own}.numStats", gauge, "value"))
         elapsed_ms = (self._perf_counter() - started) * 1000.0
-        add(MetricPoint(self._processing, round(elapsed_ms, 3), now, ()))
+        add(
+            StatsdPoint(
+                self._processing,
+                round(elapsed_ms, 3),
+                now,
+                (),
+                f"{own}.processing_time",
+                gauge,
+                events.STAT_VALUE,
+            )
+        )
         self._reset()
         return points
 
@@ -553,6 +640,24 @@ class StatsdAggregator:
             self._gauge_ttl.clear()
         if len(self._keys) > 2 * s.max_metrics:
             self._keys.clear()
+        if self._common:
+            alive = (self._counters, self._timers, self._gauges, self._sets)
+            self._common = {k: v for k, v in self._common.items() if any(k in d for d in alive)}
+            self._has_tags.intersection_update(self._common)
+
+
+def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """DogStatsD tags cleaned with the name rule, empty ones dropped, sorted, each once."""
+    clean: set[str] = set()
+    for tag in tags:
+        key, colon, value = tag.partition(":")
+        key = sanitise_name(key)
+        value = sanitise_name(value)
+        if key and value:
+            clean.add(f"{key}:{value}")
+        elif key and not colon:
+            clean.add(key)
+    return tuple(sorted(clean))
 
 
 def _accumulate(values: Iterable[float]) -> Iterable[float]:
@@ -571,6 +676,8 @@ __all__: Final = [
     "AggregatorSettings",
     "MetricPoint",
     "StatsdAggregator",
+    "StatsdPoint",
+    "clean_tags",
     "js_number",
     "percentile_suffix",
 ]

@@ -102,7 +102,15 @@ class DerivedMetrics(Service):
                 continue
             self._flushed.inc()
             self.ingest.metric(
-                {"event": point.name, "value": point.value, "timestamp": float(point.timestamp)}
+                {
+                    events.EVENT: point.name,
+                    events.VALUE: point.value,
+                    events.TIMESTAMP: float(point.timestamp),
+                    events.TAGS: {},
+                    events.METRIC_NAME: point.metric,
+                    events.METRIC_TYPE: point.metric_type,
+                    events.STAT: point.stat,
+                }
             )
 
     def startService(self) -> None:

@@ -23,9 +23,33 @@ SOURCE: Final = "source"
 HOST: Final = "host"
 VALUE: Final = "value"
 TAGS: Final = "tags"
+#: Metric events: the base StatsD name, without namespace or suffix (``myapp.requests``).
+METRIC_NAME: Final = "metric"
+#: Metric events: one of ``METRIC_TYPES``.
+METRIC_TYPE: Final = "metric_type"
+#: Metric events: which statistic of the metric the value is (``rate``, ``count``,
+#: ``value``, ``mean``, ``upper_90``, ``histogram.bin_100``...).
+STAT: Final = "stat"
+#: Metric events whose ``tags`` are not part of their series (StatsD with
+#: ``graphite_tags = false``) carry ``False`` here, so Graphite keeps them off the path.
+GRAPHITE_TAGS: Final = "_graphite_tags"
 
 RESERVED: Final = frozenset(
-    (ID, KIND, EVENT, LEVEL, TIMESTAMP, RECEIVED_AT, SOURCE, HOST, VALUE, TAGS)
+    (
+        ID,
+        KIND,
+        EVENT,
+        LEVEL,
+        TIMESTAMP,
+        RECEIVED_AT,
+        SOURCE,
+        HOST,
+        VALUE,
+        TAGS,
+        METRIC_NAME,
+        METRIC_TYPE,
+        STAT,
+    )
 )
 #: Where a sender's value for a reserved key is kept instead (``data_level``): not a
 #: dotted name, which Elasticsearch would turn into an object under ``data``.
@@ -37,6 +61,14 @@ ERROR: Final = "error"
 METRIC: Final = "metric"
 SENTRY: Final = "sentry"
 KINDS: Final = (LOG, ERROR, METRIC, SENTRY)
+
+# Metric types (``METRIC_TYPE``) and the statistic of a single-valued metric.
+COUNTER: Final = "counter"
+GAUGE: Final = "gauge"
+TIMER: Final = "timer"
+SET: Final = "set"
+METRIC_TYPES: Final = (COUNTER, GAUGE, TIMER, SET)
+STAT_VALUE: Final = "value"
 
 # Levels, in increasing order of severity.
 DEBUG: Final = "debug"

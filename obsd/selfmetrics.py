@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
+from obsd import events
 from obsd.telemetry import Telemetry
 
 _NOT_PROMETHEUS = re.compile(r"[^a-zA-Z0-9_]")
@@ -42,8 +43,19 @@ class SelfMetricsService(Service):
     def flush(self) -> None:
         """Emit one metric event per counter and gauge."""
         now = self.clock.seconds()
+        counters = self.telemetry.counters()
         for name, value in self.telemetry.snapshot().items():
-            self.ingest.metric({"event": name, "value": float(value), "timestamp": now})
+            self.ingest.metric(
+                {
+                    events.EVENT: name,
+                    events.VALUE: float(value),
+                    events.TIMESTAMP: now,
+                    events.TAGS: {},
+                    events.METRIC_NAME: name,
+                    events.METRIC_TYPE: events.COUNTER if name in counters else events.GAUGE,
+                    events.STAT: events.STAT_VALUE,
+                }
+            )
 
     def stopService(self) -> None:
         super().stopService()

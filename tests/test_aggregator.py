@@ -238,7 +238,7 @@ class TestTags:
         """Without graphite_tags, tagged and untagged samples of a name are one series."""
         aggregator = make()
         aggregator.ingest(b"c:1|c|#env:prod\nc:2|c")
-        points = [p for p in aggregator.flush() if p.name == "stats_counts.c"]
+        points = [p[:4] for p in aggregator.flush() if p.name == "stats_counts.c"]
         assert points == [MetricPoint("stats_counts.c", 3, int(START), ())]
 
     def test_tags_kept_sorted_and_clean(
@@ -255,6 +255,41 @@ class TestTags:
         assert points[("stats_counts.c", ("a:1", "b:2"))] == 2
         assert points[("stats_counts.c", ())] == 5
         assert points[("stats_counts.d", ("bad:v-1", "env:x", "flag"))] == 1
+
+
+class TestPointFields:
+    def test_each_point_says_its_metric_type_and_stat(
+        self, make: Callable[..., StatsdAggregator]
+    ) -> None:
+        """Every flushed point names its base metric, its type and which statistic it is."""
+        aggregator = make(legacy_namespace=False)
+        aggregator.ingest(b"hits:2|c\nlat:5|ms\ntemp:20|g\nusers:a|s")
+        found = {p.name: (p.metric, p.metric_type, p.stat) for p in aggregator.flush()}
+        assert found["stats.counters.hits.rate"] == ("hits", "counter", "rate")
+        assert found["stats.counters.hits.count"] == ("hits", "counter", "count")
+        assert found["stats.timers.lat.mean_90"] == ("lat", "timer", "mean_90")
+        assert found["stats.timers.lat.count_ps"] == ("lat", "timer", "count_ps")
+        assert found["stats.gauges.temp"] == ("temp", "gauge", "value")
+        assert found["stats.sets.users.count"] == ("users", "set", "count")
+        assert found["stats.statsd.numStats"] == ("statsd.numStats", "gauge", "value")
+        assert found["stats.counters.statsd.bad_lines_seen.count"] == (
+            "statsd.bad_lines_seen",
+            "counter",
+            "count",
+        )
+
+    def test_untagged_mode_keeps_the_tags_every_sample_carried(
+        self, make: Callable[..., StatsdAggregator]
+    ) -> None:
+        """Without graphite_tags one series per name, carrying the tags all its samples shared."""
+        aggregator = make()
+        aggregator.ingest(b"a:1|c|#env:prod,zone:x\na:1|c|#env:prod\nb:1|g|#env:prod")
+        aggregator.ingest(b"b:2|g")  # the fast path must notice b's tags
+        aggregator.ingest(b"c;dc=ams:1|c")
+        tags = {p.name: p.tags for p in aggregator.flush()}
+        assert tags["stats_counts.a"] == ("env:prod",)
+        assert tags["stats.gauges.b"] == ()
+        assert tags["stats_counts.c"] == ("dc:ams",)
 
 
 class TestReset:

@@ -68,6 +68,13 @@ class TestCounting:
         }
         assert points["stats.events.name.user.login"] == 0.4
         assert not [k for k in points if "obsd_derived" in k]
+        login = next(e for e in sink.events if e["event"] == "stats.events.name.user.login")
+        assert (login["metric"], login["metric_type"], login["stat"], login["tags"]) == (
+            "events.name.user.login",
+            "counter",
+            "rate",
+            {},
+        )
         assert {e["timestamp"] for e in sink.events} == {10.0}
         derived.stopService()
         assert clock.getDelayedCalls() == []

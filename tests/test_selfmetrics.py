@@ -38,6 +38,10 @@ class TestFlush:
             ("obsd.input.syslog.received", 3.0, 10.0),
             ("obsd.output.file.queued", 7.0, 10.0),
         ]
+        assert [(e["metric"], e["metric_type"], e["stat"], e["tags"]) for e in sink.events] == [
+            ("obsd.input.syslog.received", "counter", "value", {}),
+            ("obsd.output.file.queued", "gauge", "value", {}),
+        ]
         tel.counter("obsd.input.syslog.received").inc()
         service.stopService()
         assert sink.events[-2]["value"] == 4.0

@@ -100,12 +100,15 @@ def encode_plaintext(
 ) -> bytes:
     """Points as carbon's line protocol, ``path value timestamp\\n`` each.
 
+    A point is a ``MetricPoint`` or any tuple that starts as one (the
+    aggregator's ``StatsdPoint``).
+
     NaN, infinities and non-numbers are never sent; timestamps are whole
     seconds (carbon truncates, and millisecond stamps break its writes).
     """
     lines = [
         f"{graphite_path(name, tags, prefix, tags_as_series)} {format_value(value)} {int(timestamp)}\n"
-        for name, value, timestamp, tags in points
+        for name, value, timestamp, tags, *_ in points
         if _finite(value)
     ]
     return "".join(lines).encode("utf-8")
@@ -127,7 +130,7 @@ def encode_pickle(
             graphite_path(name, tags, prefix, tags_as_series),
             (int(timestamp), float(value)),
         )
-        for name, value, timestamp, tags in points
+        for name, value, timestamp, tags, *_ in points
         if _finite(value)
     ]
     frames = []

@@ -27,8 +27,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
-from obsd.codecs.graphite import MetricPoint
+from obsd import events
+from obsd.aggregator import AggregatorSettings, StatsdAggregator, StatsdPoint
 from obsd.config import ListeningInputConfig, ObsdConfig
 from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.log import get_logger
@@ -373,7 +373,7 @@ class StatsdInput(MultiService):
                 [parse_host_port(t) for t in config.repeat_to], context.reactor, self._repeat_error
             )
         self._loop: LoopingCall | None = None
-        self._pending: list[list[MetricPoint]] = []
+        self._pending: list[list[StatsdPoint]] = []
         self._emit_call: Any = None
         for service in context.listener_services(
             config.listen,
@@ -492,18 +492,23 @@ class StatsdInput(MultiService):
         for points in pending:
             self._emit(points)
 
-    def _emit(self, points: list[MetricPoint]) -> None:
+    def _emit(self, points: list[StatsdPoint]) -> None:
         metric = self.context.ingest.metric
-        for name, value, timestamp, tags in points:
+        series_tags = self.config.graphite_tags
+        for name, value, timestamp, tags, base, metric_type, stat in points:
             try:
-                metric(
-                    {
-                        "event": name,
-                        "value": value,
-                        "timestamp": float(timestamp),
-                        "tags": tags_dict(tags) if tags else {},
-                    }
-                )
+                event = {
+                    events.EVENT: name,
+                    events.VALUE: value,
+                    events.TIMESTAMP: float(timestamp),
+                    events.TAGS: tags_dict(tags) if tags else {},
+                    events.METRIC_NAME: base,
+                    events.METRIC_TYPE: metric_type,
+                    events.STAT: stat,
+                }
+                if tags and not series_tags:
+                    event[events.GRAPHITE_TAGS] = False
+                metric(event)
             except Exception as exc:  # noqa: BLE001 - one point must not stop the flush
                 self._flush_errors.inc()
                 self.context.throttle.error(

@@ -285,7 +285,8 @@ class GraphiteOutput(Output):
             timestamp = self.context.clock.seconds()
         tags = event.get(events.TAGS) or {}
         tag_list = tuple(f"{k}:{v}" for k, v in tags.items()) if isinstance(tags, dict) else ()
-        path = graphite_path(str(event[events.EVENT]), tag_list, self.prefix, True)
+        series = event.get(events.GRAPHITE_TAGS, True) is not False
+        path = graphite_path(str(event[events.EVENT]), tag_list, self.prefix, series)
         line = f"{path} {format_value(value)} {int(timestamp)}\n"
         return path, line.encode("utf-8")
 

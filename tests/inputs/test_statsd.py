@@ -194,6 +194,19 @@ class TestFlushing:
         tagged = [m for m in ingest.metrics if m["event"] == "stats_counts.req"]
         assert tagged[0]["tags"] == {"env": "prod", "canary": "true"}
 
+    def test_events_carry_metric_type_stat_and_tags(self, reactor: MemoryReactorClock) -> None:
+        """Flushed events hold the base name, type, stat and tags even when Graphite tags are off."""
+        statsd, ingest, _ = make_input(reactor)
+        statsd.receive(b"req:1|c|#env:prod\nplain:1|c")
+        statsd.flush()
+        by_name = {m["event"]: m for m in ingest.metrics}
+        req = by_name["stats_counts.req"]
+        assert (req["metric"], req["metric_type"], req["stat"]) == ("req", "counter", "count")
+        assert req["tags"] == {"env": "prod"}
+        assert req["_graphite_tags"] is False
+        assert by_name["stats_counts.plain"]["tags"] == {}
+        assert "_graphite_tags" not in by_name["stats_counts.plain"]
+
     def test_h_and_d_are_timers(self, reactor: MemoryReactorClock) -> None:
         """DogStatsD histograms and distributions aggregate as timers (a deliberate difference)."""
         statsd, ingest, _ = make_input(reactor)

@@ -102,6 +102,18 @@ class TestEncoding:
             b"web_server.req-s;env=prod 1.5 1700000000\ncount 3 1700000001\n"
         )
 
+    def test_tags_marked_not_series_stay_off_the_path(
+        self, reactor: MemoryReactorClock, tmp_path: Path
+    ) -> None:
+        """A StatsD event from graphite_tags = false keeps its tags out of the series path."""
+        out = make(reactor, tmp_path)
+        _, transport = connect(reactor)
+        event = metric("stats_counts.req", 2.0, env="prod")
+        event["_graphite_tags"] = False
+        out.accept(event)
+        reactor.advance(0)
+        assert transport.value() == b"stats_counts.req 2 1700000000\n"
+
     @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
     def test_non_finite_never_sent(
         self, reactor: MemoryReactorClock, tmp_path: Path, value: float
