@@ -34,12 +34,14 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Final, NamedTuple
+
+import attrs
 
 from obsd import events
 from obsd.codecs.graphite import MetricPoint, sanitise_name
 from obsd.codecs.statsd import Sample, parse_statsd_packet_into
+from obsd.schema import at_least, setting
 
 
 class StatsdPoint(NamedTuple):
@@ -59,43 +61,69 @@ class StatsdPoint(NamedTuple):
     stat: str
 
 
-@dataclass(frozen=True, slots=True)
-class AggregatorSettings:
-    """The ``[inputs.statsd]`` options that shape aggregation, with Etsy statsd's defaults.
+@attrs.frozen(kw_only=True)
+class HistogramConfig:
+    """``[[inputs.statsd.histogram]]``: bins for timers whose name contains ``metric``."""
 
-    ``listen``, ``receive_buffer_bytes`` and ``repeat_to`` belong to the input
-    itself, not here.  ``delete_counters`` (and the other three) left at
+    metric: str = setting("", help="a substring of the timer name; the first match wins")
+    bins: list[float | str] = setting(
+        factory=list, help='upper bin edges, ascending; "inf" for the last open bin'
+    )
+
+
+@attrs.frozen(kw_only=True, slots=False)  # no slots: [inputs.statsd]'s Config mixes it in
+class StatsdSettings:
+    """What shapes StatsD aggregation, with Etsy statsd's defaults: declared once, here.
+
+    ``[inputs.statsd]`` is these settings plus the input's own (``listen``,
+    ``receive_buffer_bytes``, ``repeat_to``...); the aggregator takes that
+    config object as it is.  ``delete_counters`` (and the other three) left at
     ``None`` follow ``delete_idle_stats``, as in Etsy.
     """
 
-    flush_interval: float = 10.0
-    percentiles: tuple[float, ...] = (90.0,)
-    legacy_namespace: bool = True
-    graphite_tags: bool = False
-    delete_idle_stats: bool = False
-    delete_counters: bool | None = None
-    delete_timers: bool | None = None
-    delete_gauges: bool | None = None
-    delete_sets: bool | None = None
-    #: Flushes a gauge may stay idle before ``delete_gauges`` removes it (Etsy's gaugesMaxTTL).
-    gauges_max_ttl: int = 1
-    #: Also send the raw count of counters (``stats_counts.NAME``).
-    flush_counts: bool = True
-    prefix_stats: str = "statsd"
-    global_prefix: str = "stats"
-    prefix_counter: str = "counters"
-    prefix_timer: str = "timers"
-    prefix_gauge: str = "gauges"
-    prefix_set: str = "sets"
-    global_suffix: str = ""
-    #: ``((name_substring, (bin, ...)), ...)``; a bin is a number or ``"inf"``.
-    histogram: tuple[tuple[str, tuple[float | str, ...]], ...] = ()
-    #: Timer stats to keep (``mean``, ``mean_percent``, ``histogram``...); empty keeps all.
-    calculated_timer_metrics: tuple[str, ...] = ()
-    max_metrics: int = 200_000
-    max_set_size: int = 100_000
-    #: Samples one timer keeps per flush interval; its ``count`` still counts every one.
-    max_timer_samples: int = 100_000
+    flush_interval: float = setting(
+        10.0, check=at_least(0.01), help="seconds between flushes (Etsy: flushInterval)"
+    )
+    percentiles: list[float] = setting(
+        factory=lambda: [90.0], help="timer percentiles (Etsy: percentThreshold)"
+    )
+    legacy_namespace: bool = setting(True, help="stats.NAME / stats_counts.NAME names")
+    graphite_tags: bool = setting(
+        False,
+        help="DogStatsD tags are part of a series: Graphite tagged series name;k=v "
+        "(else series are keyed by name and carry the tags all their samples shared)",
+    )
+    delete_idle_stats: bool = setting(False, help="default for the four delete_* options")
+    delete_counters: bool | None = setting(None, help="drop idle counters (else send 0)")
+    delete_timers: bool | None = setting(None, help="drop idle timers (else count 0)")
+    delete_gauges: bool | None = setting(None, help="drop idle gauges (else resend)")
+    delete_sets: bool | None = setting(None, help="drop idle sets (else count 0)")
+    gauges_max_ttl: int = setting(
+        1, check=at_least(1), help="flushes a gauge stays idle before delete_gauges drops it"
+    )
+    flush_counts: bool = setting(True, help="also send the raw count (stats_counts.NAME)")
+    prefix_stats: str = setting("statsd", help="name of statsd's own metrics (prefixStats)")
+    global_prefix: str = setting("stats", help="root when legacy_namespace = false")
+    prefix_counter: str = setting("counters", help="counter part when legacy_namespace = false")
+    prefix_timer: str = setting("timers", help="timer part when legacy_namespace = false")
+    prefix_gauge: str = setting("gauges", help="gauge part when legacy_namespace = false")
+    prefix_set: str = setting("sets", help="set part when legacy_namespace = false")
+    global_suffix: str = setting("", help="appended to every name")
+    histogram: list[HistogramConfig] = setting(factory=list, help="timer histogram bins")
+    calculated_timer_metrics: list[str] = setting(
+        factory=list, help="timer stats to keep (mean, upper, mean_percent...); empty: all"
+    )
+    max_metrics: int = setting(
+        200_000, check=at_least(1), help="series held at most between flushes (drops counted)"
+    )
+    max_set_size: int = setting(
+        100_000, check=at_least(1), help="members one set holds at most (drops counted)"
+    )
+    max_timer_samples: int = setting(
+        100_000,
+        check=at_least(1),
+        help="samples one timer keeps per flush interval (count stays exact; drops counted)",
+    )
 
     @property
     def global_suffix_dot(self) -> str:
@@ -164,7 +192,7 @@ class StatsdAggregator:
 
     def __init__(
         self,
-        settings: AggregatorSettings,
+        settings: StatsdSettings,
         clock: Callable[[], float],
         perf_counter: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -474,10 +502,10 @@ class StatsdAggregator:
                 _TimerStat("median", median),
             )
         )
-        for pattern, bins in s.histogram:
-            if pattern in name:
+        for hist in s.histogram:
+            if hist.metric in name:
                 index = 0
-                for edge in bins:
+                for edge in hist.bins:
                     freq = 0
                     while index < n and (edge == "inf" or values[index] < edge):  # type: ignore[operator]
                         freq += 1
@@ -673,10 +701,11 @@ def _js_round(value: float) -> int:
 
 
 __all__: Final = [
-    "AggregatorSettings",
+    "HistogramConfig",
     "MetricPoint",
     "StatsdAggregator",
     "StatsdPoint",
+    "StatsdSettings",
     "clean_tags",
     "js_number",
     "percentile_suffix",

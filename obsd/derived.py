@@ -21,7 +21,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
 from obsd import events
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregator import StatsdAggregator, StatsdSettings
 from obsd.codecs.graphite import sanitise_name
 from obsd.codecs.statsd import Sample
 from obsd.config import DerivedMetricsConfig
@@ -50,7 +50,7 @@ class DerivedMetrics(Service):
         self.ingest = ingest
         self.clock = clock
         self.aggregator = StatsdAggregator(
-            AggregatorSettings(
+            StatsdSettings(
                 flush_interval=config.flush_interval,
                 max_metrics=config.max_series,
                 prefix_stats=_OWN_STATS,

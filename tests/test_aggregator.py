@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from obsd.aggregator import (
-    AggregatorSettings,
+    HistogramConfig,
     StatsdAggregator,
+    StatsdSettings,
     js_number,
     percentile_suffix,
 )
@@ -38,7 +39,7 @@ def _clock() -> FakeClock:
 def _make(clock: FakeClock) -> Callable[..., StatsdAggregator]:
     def make(**options: Any) -> StatsdAggregator:
         return StatsdAggregator(
-            AggregatorSettings(**options), clock, perf_counter=lambda: 0.0
+            StatsdSettings(**options), clock, perf_counter=lambda: 0.0
         )
 
     return make
@@ -58,12 +59,12 @@ def user(points: list[MetricPoint]) -> dict[str, float]:
 class TestSettings:
     def test_etsy_defaults(self) -> None:
         """Defaults are Etsy statsd's: 10 s, 90th percentile, legacy namespace, nothing deleted."""
-        settings = AggregatorSettings()
+        settings = StatsdSettings()
         assert (
             settings.flush_interval,
             settings.percentiles,
             settings.legacy_namespace,
-        ) == (10.0, (90.0,), True)
+        ) == (10.0, [90.0], True)
         assert not any(
             (
                 settings.deletes_counters,
@@ -75,7 +76,7 @@ class TestSettings:
 
     def test_delete_idle_stats_is_the_default_for_each(self) -> None:
         """delete_idle_stats switches on the four delete_* options unless one is set explicitly."""
-        settings = AggregatorSettings(delete_idle_stats=True, delete_gauges=False)
+        settings = StatsdSettings(delete_idle_stats=True, delete_gauges=False)
         assert (
             settings.deletes_counters,
             settings.deletes_timers,
@@ -86,7 +87,7 @@ class TestSettings:
     def test_frozen(self) -> None:
         """Settings cannot change under a running aggregator."""
         with pytest.raises(AttributeError):
-            AggregatorSettings().flush_interval = 1  # type: ignore[misc]
+            StatsdSettings().flush_interval = 1  # type: ignore[misc]
 
 
 class TestNames:
@@ -184,7 +185,12 @@ class TestFlush:
 
     def test_histogram(self, make: Callable[..., StatsdAggregator]) -> None:
         """Histogram bins count values below each bound; the first matching rule wins."""
-        aggregator = make(histogram=(("lat", (1, 2.5, "inf")), ("", (100,))))
+        aggregator = make(
+            histogram=[
+                HistogramConfig(metric="lat", bins=[1, 2.5, "inf"]),
+                HistogramConfig(metric="", bins=[100]),
+            ]
+        )
         aggregator.ingest(b"lat:0.5|ms\nlat:2|ms\nlat:9|ms\nother:1|ms")
         got = user(aggregator.flush())
         assert got["stats.timers.lat.histogram.bin_1"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregator import StatsdAggregator, StatsdSettings
 
 LINES = [
     b"a:1|c", b"a:-1|c", b"a:2.5|c", b"a:1e3|c", b"t:5|ms", b"t:-5|ms", b"h:-5|h",
@@ -23,8 +23,8 @@ class TestFastPath:
     def test_same_as_full_parser(self, line: bytes) -> None:
         """A known series fed one line per datagram ends as if parsed by the full parser."""
         seed = b"a:1|c\nt:1|ms\nh:1|h\nd:1|d\ng:1|g"
-        fast = StatsdAggregator(AggregatorSettings(), lambda: 100.0)
-        full = StatsdAggregator(AggregatorSettings(), lambda: 100.0)
+        fast = StatsdAggregator(StatsdSettings(), lambda: 100.0)
+        full = StatsdAggregator(StatsdSettings(), lambda: 100.0)
         fast.ingest(seed)
         full.ingest(seed)
         bad_fast = [fast.ingest(line) for _ in range(2)]
@@ -46,8 +46,8 @@ class TestFastPath:
     def test_packets_in_order(self, packet: bytes) -> None:
         """Mixed datagrams end as the parser alone would leave them, gauges in order."""
         seed = b"a:1|c\nt:1|ms\ng:1|g"
-        fast = StatsdAggregator(AggregatorSettings(), lambda: 100.0)
-        full = StatsdAggregator(AggregatorSettings(), lambda: 100.0)
+        fast = StatsdAggregator(StatsdSettings(), lambda: 100.0)
+        full = StatsdAggregator(StatsdSettings(), lambda: 100.0)
         fast.ingest(seed)
         full.ingest(seed)
         assert fast.ingest(packet) == parsed(full, packet)

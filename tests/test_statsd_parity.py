@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregator import HistogramConfig, StatsdAggregator, StatsdSettings
 from obsd.codecs.graphite import encode_plaintext
 
 CORPUS = Path(__file__).parent / "data" / "statsd_parity" / "cases.json"
@@ -29,16 +29,14 @@ TOLERANCE = 1e-9
 TIMING_DEPENDENT = ("processing_time", "timestamp_lag")
 
 
-def settings_for(config: dict[str, Any]) -> AggregatorSettings:
-    """A case's config (obsd names) as AggregatorSettings."""
+def settings_for(config: dict[str, Any]) -> StatsdSettings:
+    """A case's config (obsd names) as StatsdSettings."""
     values: dict[str, Any] = {"flush_interval": float(DOCUMENT["flush_interval"])}
     for key, value in config.items():
         if key == "histogram":
-            value = tuple((entry["metric"], tuple(entry["bins"])) for entry in value)
-        elif isinstance(value, list):
-            value = tuple(value)
+            value = [HistogramConfig(**entry) for entry in value]
         values[key] = value
-    return AggregatorSettings(**values)
+    return StatsdSettings(**values)
 
 
 def canonical(name: str) -> str:

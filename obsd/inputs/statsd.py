@@ -28,7 +28,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 
 from obsd import events
-from obsd.aggregator import AggregatorSettings, StatsdAggregator, StatsdPoint
+from obsd.aggregator import StatsdAggregator, StatsdPoint, StatsdSettings
 from obsd.config import ListeningInputConfig, ObsdConfig
 from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.log import get_logger
@@ -48,62 +48,11 @@ EMIT_CHUNK = 2000
 
 
 @attrs.frozen(kw_only=True)
-class HistogramConfig:
-    """``[[inputs.statsd.histogram]]``: bins for timers whose name contains ``metric``."""
+class Config(ListeningInputConfig, StatsdSettings):
+    """``[inputs.statsd]``: the aggregation settings (``StatsdSettings``) and the input's own."""
 
-    metric: str = setting("", help="a substring of the timer name; the first match wins")
-    bins: list[float | str] = setting(
-        factory=list, help='upper bin edges, ascending; "inf" for the last open bin'
-    )
-
-
-@attrs.frozen(kw_only=True)
-class Config(ListeningInputConfig):
-    """``[inputs.statsd]``."""
-
-    flush_interval: float = setting(
-        10.0, check=at_least(0.01), help="seconds between flushes (Etsy: flushInterval)"
-    )
-    percentiles: list[float] = setting(
-        factory=lambda: [90.0], help="timer percentiles (Etsy: percentThreshold)"
-    )
-    legacy_namespace: bool = setting(True, help="stats.NAME / stats_counts.NAME names")
-    graphite_tags: bool = setting(
-        False, help="DogStatsD tags become Graphite tagged series name;k=v (else dropped)"
-    )
-    delete_idle_stats: bool = setting(False, help="default for the four delete_* options")
-    delete_counters: bool | None = setting(None, help="drop idle counters (else send 0)")
-    delete_timers: bool | None = setting(None, help="drop idle timers (else count 0)")
-    delete_gauges: bool | None = setting(None, help="drop idle gauges (else resend)")
-    delete_sets: bool | None = setting(None, help="drop idle sets (else count 0)")
-    gauges_max_ttl: int = setting(
-        1, check=at_least(1), help="flushes a gauge stays idle before delete_gauges drops it"
-    )
-    flush_counts: bool = setting(True, help="also send the raw count (stats_counts.NAME)")
-    prefix_stats: str = setting("statsd", help="name of statsd's own metrics (prefixStats)")
-    global_prefix: str = setting("stats", help="root when legacy_namespace = false")
-    prefix_counter: str = setting("counters", help="counter part when legacy_namespace = false")
-    prefix_timer: str = setting("timers", help="timer part when legacy_namespace = false")
-    prefix_gauge: str = setting("gauges", help="gauge part when legacy_namespace = false")
-    prefix_set: str = setting("sets", help="set part when legacy_namespace = false")
-    global_suffix: str = setting("", help="appended to every name")
-    histogram: list[HistogramConfig] = setting(factory=list, help="timer histogram bins")
-    calculated_timer_metrics: list[str] = setting(
-        factory=list, help="timer stats to keep (mean, upper, mean_percent...); empty: all"
-    )
     receive_buffer_bytes: int = setting(
         8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it"
-    )
-    max_metrics: int = setting(
-        200_000, check=at_least(1), help="series held at most between flushes (drops counted)"
-    )
-    max_set_size: int = setting(
-        100_000, check=at_least(1), help="members one set holds at most (drops counted)"
-    )
-    max_timer_samples: int = setting(
-        100_000,
-        check=at_least(1),
-        help="samples one timer keeps per flush interval (count stays exact; drops counted)",
     )
     repeat_to: list[str] = setting(
         factory=list, help='"host:port" StatsD servers that get the raw lines too (UDP)'
@@ -136,35 +85,6 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
         for edge in hist.bins:
             if isinstance(edge, str) and edge != "inf":
                 problems.add(f"{path}.histogram[{i}].bins", f'bins are numbers or "inf": {edge!r}')
-
-
-def aggregator_settings(cfg: Config) -> AggregatorSettings:
-    """The aggregator's settings from the input's config."""
-    return AggregatorSettings(
-        flush_interval=cfg.flush_interval,
-        percentiles=tuple(cfg.percentiles),
-        legacy_namespace=cfg.legacy_namespace,
-        graphite_tags=cfg.graphite_tags,
-        delete_idle_stats=cfg.delete_idle_stats,
-        delete_counters=cfg.delete_counters,
-        delete_timers=cfg.delete_timers,
-        delete_gauges=cfg.delete_gauges,
-        delete_sets=cfg.delete_sets,
-        gauges_max_ttl=cfg.gauges_max_ttl,
-        flush_counts=cfg.flush_counts,
-        prefix_stats=cfg.prefix_stats,
-        global_prefix=cfg.global_prefix,
-        prefix_counter=cfg.prefix_counter,
-        prefix_timer=cfg.prefix_timer,
-        prefix_gauge=cfg.prefix_gauge,
-        prefix_set=cfg.prefix_set,
-        global_suffix=cfg.global_suffix,
-        histogram=tuple((h.metric, tuple(h.bins)) for h in cfg.histogram),
-        calculated_timer_metrics=tuple(cfg.calculated_timer_metrics),
-        max_metrics=cfg.max_metrics,
-        max_set_size=cfg.max_set_size,
-        max_timer_samples=cfg.max_timer_samples,
-    )
 
 
 def tags_dict(tags: tuple[str, ...]) -> dict[str, str]:
@@ -347,9 +267,7 @@ class StatsdInput(MultiService):
         self.name = name
         self.config = config
         self.context = context
-        self.aggregator = StatsdAggregator(
-            aggregator_settings(config), context.reactor.seconds, perf_counter
-        )
+        self.aggregator = StatsdAggregator(config, context.reactor.seconds, perf_counter)
         self.connections = 0
         self._log = get_logger(f"obsd.input.{name}")
         tel = context.telemetry
