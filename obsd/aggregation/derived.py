@@ -21,11 +21,11 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
 from obsd import events
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregation.statsd import AggregatorSettings, StatsdAggregator
 from obsd.codecs.graphite import sanitise_name
 from obsd.codecs.statsd import Sample
-from obsd.config import DerivedMetricsConfig
-from obsd.telemetry import Telemetry
+from obsd.config.model import DerivedMetricsConfig
+from obsd.ops.telemetry import Telemetry
 
 #: the aggregator's own counters (bad lines, packets) say nothing here: left out
 _OWN_STATS = "obsd_derived"

@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from obsd.config import ObsdConfig
-from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES, Listener, parse_listener
+from obsd.config.model import ObsdConfig
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, Listener, parse_listener
 
 #: options of Twisted's ``ssl:`` endpoint that name files or directories
 _SSL_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")

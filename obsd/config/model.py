@@ -22,9 +22,9 @@ from typing import Any, Literal
 import attrs
 
 from obsd import events, registry
-from obsd.endpoints import STREAM_TYPES, Listener, parse_listener
+from obsd.config.schema import Problems, at_least, build, redacted, setting
 from obsd.errors import ConfigError
-from obsd.schema import Problems, at_least, build, redacted, setting
+from obsd.net.endpoints import STREAM_TYPES, Listener, parse_listener
 
 MiB = 1024 * 1024
 

@@ -162,7 +162,7 @@ class _Converter:
             if not isinstance(value, dict):
                 return self._wrong(path, value, "a table", secret)
             return self.build(tp, value, path)
-        raise TypeError(f"obsd.schema cannot convert to {tp!r}")  # a bug in a config class
+        raise TypeError(f"obsd.config.schema cannot convert to {tp!r}")  # a bug in a config class
 
     def _env(self, text: str, path: str) -> str:
         if "${" not in text:

@@ -24,9 +24,9 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from obsd import registry
-from obsd.config import ObsdConfig, load_config, output_accepts, output_default_kinds
+from obsd.config.model import ObsdConfig, load_config, output_accepts, output_default_kinds
 from obsd.errors import ConfigError
-from obsd.log import get_logger
+from obsd.ops.log import get_logger
 
 #: the parts of a config that only a restart can change
 RESTART_PARTS = ("daemon", "http", "pipeline", "derived_metrics", "inputs")

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from obsd.config import ObsdConfig, load_config, load_default
+from obsd.config.model import ObsdConfig, load_config, load_default
 from obsd.errors import ConfigError
 
 
@@ -52,8 +52,8 @@ def makeService(options: Options) -> Any:
     """Build the daemon for twistd (or a .tac file)."""
     from twisted.internet import reactor
 
-    from obsd.log import configure_logging, make_observer
-    from obsd.topology import build_service
+    from obsd.daemon.topology import build_service
+    from obsd.ops.log import configure_logging, make_observer
 
     config = options.config
     configure_logging(config.daemon.log_level)

@@ -20,26 +20,26 @@ from twisted.python.components import Componentized
 from twisted.python.lockfile import FilesystemLock
 
 from obsd import events, registry
-from obsd.config import (
+from obsd.config.model import (
     ObsdConfig,
     load_processor,
     output_accepts,
     output_default_kinds,
 )
-from obsd.deadletter import DeadLetterFile
-from obsd.endpoints import STREAM_TYPES, parse_listener
-from obsd.flowcontrol import FlowControl
-from obsd.ingest import IngestLogger
-from obsd.listeners import ListenerService
-from obsd.log import get_logger
-from obsd.memory import MemoryGuard
+from obsd.delivery.deadletter import DeadLetterFile
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.delivery.memoryguard import MemoryGuard
+from obsd.net.endpoints import STREAM_TYPES, parse_listener
+from obsd.net.listeners import ListenerService
+from obsd.net.web import HttpRoot, make_site
+from obsd.ops.log import get_logger
+from obsd.ops.selfmetrics import SelfMetricsService
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
-from obsd.router import Router
-from obsd.selfmetrics import SelfMetricsService
-from obsd.telemetry import Telemetry
-from obsd.throttle import ThrottledLogger
-from obsd.web import HttpRoot, make_site
+from obsd.pipeline.ingest import IngestLogger
+from obsd.pipeline.router import Router
 
 
 @attrs.define
@@ -286,21 +286,21 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
 
 def _mount_status(service: ObsdService, make_ingest: Any) -> None:
     """Health, status, metrics, the status page, the live tail and derived metrics."""
-    from obsd.status import mount_status
-    from obsd.tail import TailHub, TailResource, TapSet
+    from obsd.ops.status import mount_status
+    from obsd.ops.tail import TailHub, TailResource, TapSet
 
     service.status = mount_status(service)
     service.taps = TapSet(service.router)
     hub = TailHub(service.taps, service.telemetry)
     hub.setServiceParent(service.inputs_group)
     service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
-    from obsd.reload import Reloader
+    from obsd.daemon.reload import Reloader
 
     service.reloader = Reloader(service)
     service.reloader.setServiceParent(service.inputs_group)
     derived = service.config.derived_metrics
     if derived.enabled:
-        from obsd.derived import DerivedMetrics
+        from obsd.aggregation.derived import DerivedMetrics
 
         DerivedMetrics(
             derived,

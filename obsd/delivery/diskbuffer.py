@@ -27,8 +27,8 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from obsd.buffers import BLOCK, BLOCK_HARD_CAP, DROP_NEWEST, DROP_OLDEST
-from obsd.spool import SegmentLog
+from obsd.delivery.buffer import BLOCK, BLOCK_HARD_CAP, DROP_NEWEST, DROP_OLDEST
+from obsd.delivery.spool import SegmentLog
 
 Token = list[int]
 

@@ -15,8 +15,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
-from obsd.flowcontrol import FlowControl
-from obsd.telemetry import Telemetry
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.ops.telemetry import Telemetry
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

@@ -1,6 +1,6 @@
 """The on-disk part of an output's queue: an append-only log of segments.
 
-Pure file I/O, no Twisted: ``obsd.diskbuffer`` runs every call in a thread, one
+Pure file I/O, no Twisted: ``obsd.delivery.diskbuffer`` runs every call in a thread, one
 at a time.  Each record carries a format version, its sequence number and a
 CRC-32, so a flipped byte or a torn write is found, skipped and counted, and
 reading resynchronises on the next good record: a damaged spool never stops

@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
-from obsd.endpoints import CLIENT_CA, Listener
-from obsd.log import get_logger
+from obsd.net.endpoints import CLIENT_CA, Listener
+from obsd.ops.log import get_logger
 
 
 def mutual_tls_endpoint(reactor: Any, listener: Listener) -> Any:

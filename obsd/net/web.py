@@ -44,7 +44,7 @@ class PrometheusResource(Resource):
         self._telemetry = telemetry
 
     def render_GET(self, request: Request) -> bytes:
-        from obsd.selfmetrics import prometheus_text
+        from obsd.ops.selfmetrics import prometheus_text
 
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         return prometheus_text(self._telemetry)

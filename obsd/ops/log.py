@@ -155,7 +155,7 @@ def make_observer(options: Any = None, fmt: str = "auto") -> ObsdLogObserver:
     """The observer twistd installs: stdout with ``-n``, else twistd's log file.
 
     ``options`` is twistd's ServerOptions (``nodaemon``, ``logfile``); without them
-    it writes to stdout.  Usable as ``twistd --logger obsd.log.make_observer``.
+    it writes to stdout.  Usable as ``twistd --logger obsd.ops.log.make_observer``.
     """
     stream: IO[str] = sys.stdout
     if options is not None:

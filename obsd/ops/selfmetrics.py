@@ -17,7 +17,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
-from obsd.telemetry import Telemetry
+from obsd.ops.telemetry import Telemetry
 
 _NOT_PROMETHEUS = re.compile(r"[^a-zA-Z0-9_]")
 

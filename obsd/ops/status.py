@@ -21,10 +21,10 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from obsd.listeners import ListenerService
-from obsd.selfmetrics import as_tree
-from obsd.telemetry import Telemetry
-from obsd.web import JsonResource
+from obsd.net.listeners import ListenerService
+from obsd.net.web import JsonResource
+from obsd.ops.selfmetrics import as_tree
+from obsd.ops.telemetry import Telemetry
 
 #: seconds between two copies of the counters, and how far back rates look
 SAMPLE_INTERVAL = 5.0
@@ -351,7 +351,7 @@ class StatusPage(Resource):
 
 def mount_status(service: Any) -> StatusReport:
     """Mount ``/healthz``, ``/readyz``, ``/status``, ``/metrics`` and ``/`` on the service."""
-    from obsd.web import PrometheusResource
+    from obsd.net.web import PrometheusResource
 
     sampler = RateSampler(service.telemetry, service.reactor)
     IService(sampler).setServiceParent(service.inputs_group)

@@ -27,9 +27,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
-from obsd.config import RouteConfig, RouteMatch
-from obsd.router import _Route
-from obsd.telemetry import Telemetry
+from obsd.config.model import RouteConfig, RouteMatch
+from obsd.ops.telemetry import Telemetry
+from obsd.pipeline.router import _Route
 
 #: matched lines a paused client may hold before events are dropped for it
 CLIENT_BUFFER = 1000

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from obsd import events
-from obsd.config import RouteConfig
-from obsd.telemetry import Telemetry
+from obsd.config.model import RouteConfig
+from obsd.ops.telemetry import Telemetry
 
 
 class Routable(Protocol):
@@ -62,7 +62,7 @@ class Router:
         telemetry: Telemetry,
     ) -> None:
         #: called with every event before it is routed (live tail, derived metrics); see
-        #: ``obsd.tail.TapSet``.  None when nobody listens: one attribute check per event.
+        #: ``obsd.ops.tail.TapSet``.  None when nobody listens: one attribute check per event.
         self.tap: Any = None
         self.configure(outputs, routes, accepts, default_kinds)
         self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}

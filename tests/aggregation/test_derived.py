@@ -9,13 +9,13 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config import DerivedMetricsConfig, parse_config
-from obsd.derived import DerivedMetrics
-from obsd.router import Router
-from obsd.tail import TapSet
-from obsd.telemetry import Telemetry
+from obsd.aggregation.derived import DerivedMetrics
+from obsd.config.model import DerivedMetricsConfig, parse_config
+from obsd.daemon.topology import build_service
+from obsd.ops.tail import TapSet
+from obsd.ops.telemetry import Telemetry
+from obsd.pipeline.router import Router
 from obsd.testing import CapturingOutput, make_output_context
-from obsd.topology import build_service
 from tests.helpers import success_result_of
 
 

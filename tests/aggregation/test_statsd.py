@@ -1,4 +1,4 @@
-"""Tests for obsd.aggregator: Etsy statsd 0.9 aggregation driven by a controlled clock."""
+"""Tests for obsd.aggregation.statsd: Etsy statsd 0.9 aggregation driven by a controlled clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from obsd.aggregator import (
+from obsd.aggregation.statsd import (
     AggregatorSettings,
     StatsdAggregator,
     js_number,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregation.statsd import AggregatorSettings, StatsdAggregator
 
 LINES = [
     b"a:1|c", b"a:-1|c", b"a:2.5|c", b"a:1e3|c", b"t:5|ms", b"t:-5|ms", b"h:-5|h",

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregation.statsd import AggregatorSettings, StatsdAggregator
 from obsd.codecs.graphite import encode_plaintext
 
-CORPUS = Path(__file__).parent / "data" / "statsd_parity" / "cases.json"
+CORPUS = Path(__file__).parents[1] / "data" / "statsd_parity" / "cases.json"
 DOCUMENT = json.loads(CORPUS.read_text())
 CASES = DOCUMENT["cases"]
 TOLERANCE = 1e-9
@@ -98,7 +98,7 @@ class TestCorpus:
     def test_differences_are_documented(self) -> None:
         """Every case where obsd differs on purpose is listed in docs/statsd-differences.rst."""
         doc = (
-            Path(__file__).parent.parent / "docs" / "statsd-differences.rst"
+            Path(__file__).parents[2] / "docs" / "statsd-differences.rst"
         ).read_text()
         missing = [
             case["name"]

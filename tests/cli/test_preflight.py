@@ -9,9 +9,9 @@ import attrs
 import pytest
 
 from obsd.__main__ import main
-from obsd.config import ObsdConfig, OutputConfig, parse_config
-from obsd.preflight import file_problems
-from obsd.schema import setting
+from obsd.cli.preflight import file_problems
+from obsd.config.model import ObsdConfig, OutputConfig, parse_config
+from obsd.config.schema import setting
 
 
 @attrs.frozen(kw_only=True)

@@ -1,4 +1,4 @@
-"""Tests for obsd.hashing: carbon's consistent hash ring, compared with carbon itself."""
+"""Tests for obsd.codecs.carbonhash: carbon's consistent hash ring, compared with carbon itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from obsd.hashing import ConsistentHashRing, fnv1a_32, ring_position
+from obsd.codecs.carbonhash import ConsistentHashRing, fnv1a_32, ring_position
 
 NODES = [("127.0.0.1", "a"), ("127.0.0.1", "b"), ("127.0.0.2", None)]
 NAMES = [f"servers.host{i % 97}.app{i}.requests.count" for i in range(10_000)]

@@ -9,7 +9,7 @@ import pytest
 
 from obsd import registry
 from obsd.__main__ import main
-from obsd.config import load_config, load_default, parse_config, summary
+from obsd.config.model import load_config, load_default, parse_config, summary
 from obsd.errors import ConfigError
 
 
@@ -128,5 +128,5 @@ class TestDefault:
 
     def test_examples_config_checks_clean(self) -> None:
         """examples/obsd.toml, the complete reference, is a valid config."""
-        example = Path(__file__).parent.parent / "examples" / "obsd.toml"
+        example = Path(__file__).parents[2] / "examples" / "obsd.toml"
         load_config(str(example), env={"OBSD_ES_PASSWORD": "x"})

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from obsd.config import BufferConfig
+from obsd.config.model import BufferConfig
 from obsd.outputs.base import SendResult
 from obsd.testing import CapturingConfig, CapturingOutput, make_output_context
 from tests.helpers import success_result_of
@@ -195,7 +195,7 @@ class TestLimits:
 class TestOrder:
     def test_batches_failing_out_of_order_keep_the_window_sorted(self, tmp_path: Path) -> None:
         """A later batch failing before an earlier one must not move the ack past the earlier."""
-        from obsd.diskbuffer import DiskBuffer
+        from obsd.delivery.diskbuffer import DiskBuffer
 
         clock = Clock()
         buffer = DiskBuffer(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from obsd.flowcontrol import FlowControl
-from obsd.memory import MemoryGuard, read_rss
-from obsd.telemetry import Telemetry
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.delivery.memoryguard import MemoryGuard, read_rss
+from obsd.ops.telemetry import Telemetry
 
 
 class TestMemoryGuard:

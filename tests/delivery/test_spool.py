@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from obsd.spool import HEADER_SIZE, SegmentLog, encode_record, scan
+from obsd.delivery.spool import HEADER_SIZE, SegmentLog, encode_record, scan
 
 
 def good(data: bytes) -> list[tuple[int, bytes]]:

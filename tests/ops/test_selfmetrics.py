@@ -10,10 +10,10 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config import parse_config
-from obsd.selfmetrics import SelfMetricsService, as_tree, prometheus_name
-from obsd.telemetry import Telemetry
-from obsd.topology import build_service
+from obsd.config.model import parse_config
+from obsd.daemon.topology import build_service
+from obsd.ops.selfmetrics import SelfMetricsService, as_tree, prometheus_name
+from obsd.ops.telemetry import Telemetry
 from tests.helpers import success_result_of
 
 

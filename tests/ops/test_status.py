@@ -13,10 +13,10 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config import parse_config
-from obsd.status import ErrorRecorder, RateSampler
-from obsd.telemetry import Telemetry
-from obsd.topology import ObsdService, build_service
+from obsd.config.model import parse_config
+from obsd.daemon.topology import ObsdService, build_service
+from obsd.ops.status import ErrorRecorder, RateSampler
+from obsd.ops.telemetry import Telemetry
 from tests.helpers import success_result_of
 
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from obsd.config import parse_config
-from obsd.router import Router
-from obsd.tail import MatchError, TailClient, TapSet, parse_match
-from obsd.tailcli import render_line, tail_url
-from obsd.telemetry import Telemetry
-from obsd.topology import ObsdService, build_service
+from obsd.cli.tail import render_line, tail_url
+from obsd.config.model import parse_config
+from obsd.daemon.topology import ObsdService, build_service
+from obsd.ops.tail import MatchError, TailClient, TapSet, parse_match
+from obsd.ops.telemetry import Telemetry
+from obsd.pipeline.router import Router
 from tests.helpers import success_result_of
 
 LOG = {"kind": "log", "event": "user.login", "level": "warning", "source": "syslog", "_raw": b"x"}
@@ -108,7 +108,7 @@ def make_service(tmp_path: Path) -> tuple[ObsdService, MemoryReactorClock]:
 
 
 def connect(service: ObsdService, query: str) -> tuple[Any, StringTransport]:
-    from obsd.web import make_site
+    from obsd.net.web import make_site
 
     site = make_site(service.http_root, service.reactor)
     protocol = site.buildProtocol(None)
@@ -162,7 +162,7 @@ class TestTailResource:
 
     def test_transport_backpressure_drops_for_that_client_only(self, tmp_path: Path) -> None:
         """When the transport pauses a client, routing goes on; the client later learns what it missed."""
-        from obsd import tail
+        from obsd.ops import tail
 
         service, _ = make_service(tmp_path)
         _, transport = connect(service, "")

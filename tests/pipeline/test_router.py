@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from obsd.config import RouteConfig, RouteMatch
-from obsd.router import Router
-from obsd.telemetry import Telemetry
+from obsd.config.model import RouteConfig, RouteMatch
+from obsd.ops.telemetry import Telemetry
+from obsd.pipeline.router import Router
 
 ALL = frozenset({"log", "error", "metric", "sentry"})
 
