@@ -28,11 +28,11 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 
 from obsd import events
-from obsd.aggregator import StatsdAggregator, StatsdPoint, StatsdSettings
-from obsd.config import ListeningInputConfig, ObsdConfig
-from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES
-from obsd.log import get_logger
-from obsd.schema import Problems, at_least, setting
+from obsd.aggregation.statsd import StatsdAggregator, StatsdPoint, StatsdSettings
+from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.ops.log import get_logger
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 
