@@ -40,7 +40,7 @@ import attrs
 
 from obsd import events
 from obsd.codecs.graphite import MetricPoint, sanitise_name
-from obsd.codecs.statsd import Sample, parse_statsd_packet_into
+from obsd.codecs.statsd import DEFAULT_MAX_NAME_LENGTH, Sample, parse_statsd_packet_into
 from obsd.config.schema import at_least, setting
 
 
@@ -123,6 +123,11 @@ class StatsdSettings:
         100_000,
         check=at_least(1),
         help="samples one timer keeps per flush interval (count stays exact; drops counted)",
+    )
+    max_name_length: int = setting(
+        DEFAULT_MAX_NAME_LENGTH,
+        check=at_least(1),
+        help="characters in a metric name at most; longer names are bad lines",
     )
 
     @property
@@ -345,9 +350,13 @@ class StatsdAggregator:
             if value - value != 0.0:  # NaN or infinite
                 break
             if kind == "c":
-                if key not in counters:
+                total = counters.get(key)
+                if total is None:
                     break
-                counters[key] += value
+                total += value
+                if total - total != 0.0:  # overflows: the full path refuses it
+                    break
+                counters[key] = total
             elif kind == "ms" or kind == "h" or kind == "d":
                 timer = timers.get(key)
                 if timer is None or (value < 0.0 and kind == "ms"):
@@ -361,7 +370,10 @@ class StatsdAggregator:
                 if key not in gauges:
                     break
                 if value_text[0] in "+-":
-                    gauges[key] += value
+                    total = gauges[key] + value
+                    if total - total != 0.0:  # overflows: the full path refuses it
+                        break
+                    gauges[key] = total
                 else:
                     gauges[key] = value
                 self._gauge_ttl[key] = self.settings.gauges_max_ttl
@@ -378,12 +390,12 @@ class StatsdAggregator:
         """The full parser's path for ``data`` (the packet is already counted)."""
         samples = self._scratch
         bad: list[tuple[bytes, str]] = []
-        lines = parse_statsd_packet_into(data, samples, bad)
+        lines = parse_statsd_packet_into(data, samples, bad, self.settings.max_name_length)
         if count_lines:
             self.metrics_received += lines
         self.bad_lines_seen += len(bad)
         if samples:
-            self.add(samples)
+            self.add(samples, bad)
             samples.clear()
         return bad
 
@@ -394,8 +406,18 @@ class StatsdAggregator:
             return False
         return True
 
-    def add(self, samples: Iterable[Sample]) -> None:
-        """Fold parsed samples into the current interval."""
+    def _overflow(self, bad: list[tuple[bytes, str]] | None, name: str, what: str) -> None:
+        """Count a sample refused because it would make a value infinite."""
+        self.bad_lines_seen += 1
+        if bad is not None:
+            bad.append((name.encode("utf-8", "replace"), f"{what} would overflow to infinity"))
+
+    def add(self, samples: Iterable[Sample], bad: list[tuple[bytes, str]] | None = None) -> None:
+        """Fold parsed samples into the current interval.
+
+        A counter or gauge sample that would make its value infinite is
+        refused, counted as a bad line and, with ``bad``, reported there.
+        """
         keys = self._keys
         tagged = self._tagged
         counters = self._counters
@@ -412,10 +434,13 @@ class StatsdAggregator:
             ):
                 self._note_tags(key, name, tags)
             if kind == "c":
-                if key in counters:
-                    counters[key] += value / rate  # type: ignore[operator]
-                elif self._room():
-                    counters[key] = value / rate  # type: ignore[operator]
+                total = counters.get(key)
+                add = value / rate  # type: ignore[operator]
+                new = add if total is None else total + add
+                if new - new != 0.0:
+                    self._overflow(bad, name, "counter")
+                elif total is not None or self._room():
+                    counters[key] = new
             elif kind == "ms":
                 timer = self._timers.get(key)
                 if timer is None:
@@ -433,7 +458,11 @@ class StatsdAggregator:
                 if key not in gauges and not self._room():
                     continue
                 if delta:
-                    gauges[key] = gauges.get(key, 0.0) + value  # type: ignore[operator]
+                    new = gauges.get(key, 0.0) + value  # type: ignore[operator]
+                    if new - new != 0.0:
+                        self._overflow(bad, name, "gauge delta")
+                        continue
+                    gauges[key] = new
                 else:
                     gauges[key] = value  # type: ignore[assignment]
                 self._gauge_ttl[key] = self.settings.gauges_max_ttl

@@ -9,9 +9,10 @@ handled with ``str`` methods only and no regular expression.
 Where this parser deliberately differs from Etsy statsd 0.9 (see
 docs/statsd-differences.rst): ``h`` and ``d`` are timers (the DogStatsD
 meaning), not counters; unknown types, empty names, non-finite values, hex
-literals and zero or negative sample rates are bad lines; ``|@1e-1`` is read
-as 0.1; and no input raises anything but ``ParseError`` (Etsy crashes on
-``|@ 0.5``).
+literals and zero or negative sample rates are bad lines; so is a name longer
+than ``max_name_length`` characters (Etsy has no limit, and each name is kept
+in memory for as long as its series lives); ``|@1e-1`` is read as 0.1; and no
+input raises anything but ``ParseError`` (Etsy crashes on ``|@ 0.5``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 from obsd.errors import ParseError
+
+#: Metric names (with any ``;k=v`` written into them) longer than this are bad lines.
+DEFAULT_MAX_NAME_LENGTH: Final = 1024
 
 COUNTER: Final = "c"
 TIMER: Final = "ms"
@@ -111,7 +115,9 @@ def _parse_value(
     out.append(_new_sample(Sample, (name, value, kind, rate, False, tags)))
 
 
-def _parse_line_into(line: str, out: list[Sample], bad: list[str]) -> None:
+def _parse_line_into(
+    line: str, out: list[Sample], bad: list[str], max_name: int = DEFAULT_MAX_NAME_LENGTH
+) -> None:
     """Append a line's good samples to ``out`` and one reason per bad value to ``bad``."""
     tags = _NO_TAGS
     cut = line.find("|#")
@@ -127,6 +133,9 @@ def _parse_line_into(line: str, out: list[Sample], bad: list[str]) -> None:
     if not name:
         bad.append("empty metric name")
         return
+    if len(name) > max_name:
+        bad.append(f"metric name longer than {max_name} characters")
+        return
     if ":" not in rest:
         try:
             _parse_value(name, rest, tags, out)
@@ -140,7 +149,7 @@ def _parse_line_into(line: str, out: list[Sample], bad: list[str]) -> None:
             bad.append(str(error))
 
 
-def parse_statsd_line(line: bytes) -> list[Sample]:
+def parse_statsd_line(line: bytes, max_name_length: int = DEFAULT_MAX_NAME_LENGTH) -> list[Sample]:
     """Parse one StatsD line (without its newline) into samples.
 
     Raises:
@@ -152,14 +161,17 @@ def parse_statsd_line(line: bytes) -> list[Sample]:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("line is not valid UTF-8") from None
-    _parse_line_into(text.rstrip("\r"), out, bad)
+    _parse_line_into(text.rstrip("\r"), out, bad, max_name_length)
     if bad:
         raise ParseError("; ".join(bad))
     return out
 
 
 def parse_statsd_packet_into(
-    data: bytes, out: list[Sample], bad: list[tuple[bytes, str]]
+    data: bytes,
+    out: list[Sample],
+    bad: list[tuple[bytes, str]],
+    max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
 ) -> int:
     """Parse a datagram or a chunk of newline-separated lines; never raises.
 
@@ -184,7 +196,7 @@ def parse_statsd_packet_into(
         name, _, rest = text.partition(":")
         value_text, _, type_text = rest.partition("|")
         kind = _FAST_TYPES.get(type_text)
-        if kind is not None and name and "|" not in name:
+        if kind is not None and name and len(name) <= max_name_length and "|" not in name:
             try:
                 value = float(value_text)
             except ValueError:
@@ -201,7 +213,7 @@ def parse_statsd_packet_into(
                 )
                 continue
         try:
-            _parse_line_into(text, out, reasons)
+            _parse_line_into(text, out, reasons, max_name_length)
         except Exception as error:  # noqa: BLE001 - a bad line must never cost the others
             reasons.append(f"unparseable line ({error.__class__.__name__})")
         if reasons:
@@ -210,7 +222,9 @@ def parse_statsd_packet_into(
     return lines
 
 
-def parse_statsd_packet(data: bytes) -> tuple[list[Sample], list[tuple[bytes, str]]]:
+def parse_statsd_packet(
+    data: bytes, max_name_length: int = DEFAULT_MAX_NAME_LENGTH
+) -> tuple[list[Sample], list[tuple[bytes, str]]]:
     """Parse newline-separated StatsD lines: the good samples and ``(bad line, reason)`` pairs.
 
     A bad value never costs the good ones beside it, on the same line or on
@@ -218,5 +232,5 @@ def parse_statsd_packet(data: bytes) -> tuple[list[Sample], list[tuple[bytes, st
     """
     out: list[Sample] = []
     bad: list[tuple[bytes, str]] = []
-    parse_statsd_packet_into(data, out, bad)
+    parse_statsd_packet_into(data, out, bad, max_name_length)
     return out, bad

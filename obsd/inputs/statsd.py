@@ -138,6 +138,8 @@ class StatsdLineProtocol(Protocol):
     def __init__(self, statsd: StatsdInput) -> None:
         self.statsd = statsd
         self._buffer = b""
+        #: the rest of an over-long line is still arriving: drop up to its newline
+        self._discarding = False
 
     def connectionMade(self) -> None:
         self.statsd.context.flow_control.register(self.transport)
@@ -149,8 +151,15 @@ class StatsdLineProtocol(Protocol):
         if self._buffer.strip():
             self.statsd.receive(self._buffer)
         self._buffer = b""
+        self._discarding = False
 
     def dataReceived(self, data: bytes) -> None:
+        if self._discarding:
+            start = data.find(b"\n")
+            if start < 0:
+                return
+            self._discarding = False
+            data = data[start + 1 :]
         if self._buffer:
             data = self._buffer + data
         end = data.rfind(b"\n")
@@ -160,8 +169,10 @@ class StatsdLineProtocol(Protocol):
             self._buffer = data[end + 1 :]
             self.statsd.receive(data[: end + 1])
         if len(self._buffer) > MAX_LINE_BYTES:
+            # one bad line however long it is: its tail is dropped as it arrives
             self.statsd.line_too_long(self._buffer)
             self._buffer = b""
+            self._discarding = True
 
 
 class StatsdLineFactory(Factory):

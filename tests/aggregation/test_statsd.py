@@ -385,6 +385,44 @@ class TestBounds:
         assert aggregator.dropped_set_members == 1
 
 
+class TestNonFinite:
+    def test_gauge_delta_overflow_is_refused(
+        self, make: Callable[..., StatsdAggregator]
+    ) -> None:
+        """A gauge delta that would make the gauge infinite is a bad line; the gauge keeps its value."""
+        aggregator = make()
+        bad = aggregator.ingest(b"g:1e308|g\ng:+1e308|g")
+        assert [reason for _, reason in bad] == ["gauge delta would overflow to infinity"]
+        assert aggregator.ingest(b"g:+1e308|g")  # the fast path hands it over, refused too
+        assert aggregator.ingest(b"g:-1e308|g") == []
+        points = values(aggregator.flush())
+        assert points["stats.gauges.g"] == 0.0
+        assert points["stats_counts.statsd.bad_lines_seen"] == 2
+
+    def test_counter_overflow_is_refused(self, make: Callable[..., StatsdAggregator]) -> None:
+        """Counter samples whose sum (or rate-scaled value) is infinite are refused and counted."""
+        aggregator = make()
+        assert aggregator.ingest(b"c:1e308|c") == []
+        bad = aggregator.ingest(b"c:1e308|c")
+        assert [reason for _, reason in bad] == ["counter would overflow to infinity"]
+        assert aggregator.ingest(b"r:1e308|c|@0.001")
+        points = values(aggregator.flush())
+        assert points["stats_counts.c"] == 1e308
+        assert "stats_counts.r" not in points
+        assert points["stats_counts.statsd.bad_lines_seen"] == 2
+
+
+class TestNameLimit:
+    def test_names_over_max_name_length_are_bad_lines(
+        self, make: Callable[..., StatsdAggregator]
+    ) -> None:
+        """max_name_length refuses longer names, counted as bad lines with the reason."""
+        aggregator = make(max_name_length=8)
+        bad = aggregator.ingest(b"short:1|c\n" + b"n" * 9 + b":1|c")
+        assert bad == [(b"n" * 9 + b":1|c", "metric name longer than 8 characters")]
+        assert user(aggregator.flush()) == {"stats.short": 0.1, "stats_counts.short": 1}
+
+
 class TestTimerSampleCap:
     @pytest.mark.parametrize("packet", [b"t:1|ms\nt:2|ms\nt:3|ms\nt:9|ms\nt:9|ms",
                                         b"t:1|ms|@1\nt:2|ms|@1\nt:3|ms|@1\nt:9|ms|@1\nt:9|ms|@1"])

@@ -108,12 +108,25 @@ class TestParseLine:
             (b"c:1|c|extra", "unexpected field"),
             (b"c:1|c:x|c", "not a number"),
             (b"c:1|c\xff", "UTF-8"),
+            (b"g:1e999|g", "not a finite number"),
+            (b"g:-1e999|g", "not a finite number"),
+            (b"c:1|c|@1e-999", "not above zero"),
+            (b"x" * 1025 + b":1|c", "metric name longer than 1024 characters"),
         ],
     )
     def test_bad_lines(self, line: bytes, reason: str) -> None:
         """A malformed line raises ParseError that says what is wrong."""
         with pytest.raises(ParseError, match=reason):
             parse_statsd_line(line)
+
+
+class TestNameLength:
+    @pytest.mark.parametrize("line", [b"abcdef:1|c", b"abcdef:1|c|#env:x", b"abc;e=x:1|c"])
+    def test_long_names_are_bad_lines_on_every_path(self, line: bytes) -> None:
+        """A name over the limit is one bad line, on the fast path and the full parser alike."""
+        samples, bad = parse_statsd_packet(line + b"\nabcde:1|c", max_name_length=5)
+        assert [s.name for s in samples] == ["abcde"]
+        assert bad == [(line, "metric name longer than 5 characters")]
 
 
 class TestParsePacket:

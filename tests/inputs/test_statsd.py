@@ -277,6 +277,37 @@ class TestBadInput:
         assert statsd.aggregator.bad_lines_seen == 1
         assert proto._buffer == b""
 
+    def test_overlong_tcp_line_tail_is_discarded(self, reactor: MemoryReactorClock) -> None:
+        """After an over-long line is cut, the rest of it up to its newline is dropped too."""
+        statsd, ingest, _ = make_input(reactor)
+        proto = StatsdLineFactory(statsd).buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        proto.dataReceived(b"x" * 70_000)
+        proto.dataReceived(b"y" * 70_000)
+        proto.dataReceived(b"tail:1|c\nok:1|c\n")
+        statsd.flush()
+        values = ingest.by_name()
+        assert values["stats_counts.statsd.bad_lines_seen"] == 1
+        assert values["stats_counts.ok"] == 1
+        assert not [name for name in values if "tail" in name or "yy" in name]
+
+    def test_ten_megabyte_line_is_one_bad_line(self, reactor: MemoryReactorClock) -> None:
+        """A 10 MB line sent in 64 KiB reads is one bad line and never becomes a series."""
+        statsd, ingest, _ = make_input(reactor)
+        proto = StatsdLineFactory(statsd).buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        for _ in range(160):
+            proto.dataReceived(b"z" * 65536)
+        proto.dataReceived(b":1|c\nafter:2|c\n")
+        proto.connectionLost(None)
+        statsd.flush()
+        values = ingest.by_name()
+        assert values["stats_counts.statsd.bad_lines_seen"] == 1
+        assert {name for name in values if not name.startswith(("stats.statsd", "statsd."))} >= {
+            "stats_counts.after"
+        }
+        assert not [name for name in values if "zz" in name]
+
     def test_bounds_export_drops(self, reactor: MemoryReactorClock) -> None:
         """max_metrics and max_set_size drops reach the telemetry counters at flush."""
         statsd, _, context = make_input(reactor, max_metrics=2, max_set_size=1)
