@@ -60,7 +60,10 @@ LOG: Final = "log"
 ERROR: Final = "error"
 METRIC: Final = "metric"
 SENTRY: Final = "sentry"
-KINDS: Final = (LOG, ERROR, METRIC, SENTRY)
+#: A StatsD agent's per-interval partial aggregate of one series, for central to
+#: merge (``obsd.aggregation.partials``); never a point a metric output writes.
+STATSD_PARTIAL: Final = "statsd_partial"
+KINDS: Final = (LOG, ERROR, METRIC, SENTRY, STATSD_PARTIAL)
 
 # Metric types (``METRIC_TYPE``) and the statistic of a single-valued metric.
 COUNTER: Final = "counter"

@@ -212,6 +212,8 @@ class StatsdAggregator:
         self._gauges: dict[Key, float] = {}
         self._gauge_ttl: dict[Key, int] = {}
         self._sets: dict[Key, set[str]] = {}
+        #: timers folded from sampled partials: (n, sum, sum of squares, min, max)
+        self._timer_exact: dict[Key, tuple[int, float, float, float, float]] = {}
         #: without graphite_tags: the tags all samples of a series carried (not identity)
         self._common: dict[Key, tuple[str, ...]] = {}
         #: series whose common tags are not empty (the fast path leaves them alone)
@@ -477,6 +479,69 @@ class StatsdAggregator:
                 else:
                     self.dropped_set_members += 1
 
+    # -- merged partials (central's fleet-wide aggregation) -----------------------
+
+    def fold_counter(self, name: str, tags: tuple[str, ...], total: float) -> None:
+        """Add a merged counter sum (rates already applied) to the interval."""
+        key = self._fold_key(name, tags)
+        if key in self._counters or self._room():
+            self._counters[key] = self._counters.get(key, 0.0) + total
+
+    def fold_gauge(self, name: str, tags: tuple[str, ...], value: float | None, delta: float) -> None:
+        """Set a gauge to ``value`` (if any) plus ``delta``, or move it by ``delta``."""
+        key = self._fold_key(name, tags)
+        gauges = self._gauges
+        if key not in gauges and not self._room():
+            return
+        new = (gauges.get(key, 0.0) if value is None else value) + delta
+        if new - new != 0.0:
+            self.bad_lines_seen += 1
+            return
+        gauges[key] = new
+        self._gauge_ttl[key] = self.settings.gauges_max_ttl
+
+    def fold_set(self, name: str, tags: tuple[str, ...], members: Iterable[str]) -> None:
+        """Add merged set members to the interval (``max_set_size`` still holds)."""
+        key = self._fold_key(name, tags)
+        held = self._sets.get(key)
+        if held is None:
+            if not self._room():
+                return
+            held = self._sets[key] = set()
+        cap = self.settings.max_set_size
+        for member in members:
+            if len(held) < cap or member in held:
+                held.add(member)
+            else:
+                self.dropped_set_members += 1
+
+    def fold_timer(
+        self,
+        name: str,
+        tags: tuple[str, ...],
+        samples: list[float],
+        count: float,
+        exact: tuple[int, float, float, float, float] | None = None,
+    ) -> None:
+        """Add merged timer samples; ``exact`` (n, sum, sum², min, max) when they are a sample."""
+        key = self._fold_key(name, tags)
+        timer = self._timers.get(key)
+        if timer is None:
+            if not self._room():
+                return
+            timer = self._timers[key] = []
+            self._timer_counts[key] = 0.0
+        timer.extend(samples)
+        self._timer_counts[key] += count
+        if exact is not None:
+            self._timer_exact[key] = exact
+
+    def _fold_key(self, name: str, tags: tuple[str, ...]) -> Key:
+        key = self._canonical(name, tags)
+        if not self._tagged:
+            self._note_tags(key, name, tags)
+        return key
+
     # -- output --------------------------------------------------------------
 
     def _timer_stats(self, name: str, values: list[float], count: float) -> list[_TimerStat]:
@@ -552,11 +617,15 @@ class StatsdAggregator:
             return "histogram" in wanted
         return _PERCENT_STAT.sub("_percent", suffix) in wanted
 
-    def flush(self) -> list[StatsdPoint]:
-        """Close the interval: the points to send, then reset as Etsy's options say."""
+    def flush(self, now: float | None = None) -> list[StatsdPoint]:
+        """Close the interval: the points to send, then reset as Etsy's options say.
+
+        ``now`` stamps the points (default: the clock); central's merge passes
+        the end of the interval it closes.
+        """
         s = self.settings
         started = self._perf_counter()
-        now = int(self._clock())
+        now = int(self._clock() if now is None else now)
         suffix = s.global_suffix_dot
         points: list[StatsdPoint] = []
         add = points.append
@@ -603,10 +672,14 @@ class StatsdAggregator:
                 )
         num_stats = len(counters)
 
+        exact = self._timer_exact
         for key, values in self._timers.items():
             name = key[0]
             tags = tags_of(key)
-            for stat in self._timer_stats(name, values, self._timer_counts[key]):
+            stats = self._timer_stats(name, values, self._timer_counts[key])
+            if exact and key in exact:
+                stats = _exact_timer_stats(stats, exact[key])
+            for stat in stats:
                 if self._keep_timer_stat(stat.suffix):
                     add(
                         StatsdPoint(
@@ -681,6 +754,7 @@ class StatsdAggregator:
         else:
             self._timers = {key: [] for key in self._timers}
             self._timer_counts = dict.fromkeys(self._timer_counts, 0.0)
+        self._timer_exact.clear()
         if s.deletes_sets:
             self._sets.clear()
         else:
@@ -701,6 +775,23 @@ class StatsdAggregator:
             alive = (self._counters, self._timers, self._gauges, self._sets)
             self._common = {k: v for k, v in self._common.items() if any(k in d for d in alive)}
             self._has_tags.intersection_update(self._common)
+
+
+def _exact_timer_stats(
+    stats: list[_TimerStat], exact: tuple[int, float, float, float, float]
+) -> list[_TimerStat]:
+    """Stats from a reservoir with the exact ones (sum, mean, upper, lower, std) put back."""
+    n, total, total_sq, low, high = exact
+    mean = total / n
+    known = {
+        "sum": total,
+        "sum_squares": total_sq,
+        "mean": mean,
+        "upper": high,
+        "lower": low,
+        "std": math.sqrt(max(total_sq / n - mean * mean, 0.0)),
+    }
+    return [_TimerStat(stat.suffix, known.get(stat.suffix, stat.value)) for stat in stats]
 
 
 def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:

@@ -60,6 +60,9 @@ class InputContext:
     #: ``wait_durable()``: fires once what was accepted so far is on disk, where
     #: ``[daemon] durability = "sync"``; at once otherwise (HTTP inputs answer after it)
     wait_durable: Any = None
+    #: ``consume(kind, handler)``: the router hands ``handler`` every event of that
+    #: kind too (central's StatsD merge takes ``statsd_partial``); returns a stop function
+    consume: Any = None
 
     @property
     def clock(self) -> Any:
@@ -263,6 +266,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
             config=config,
             make_ingest=make_ingest,
             wait_durable=service.wait_durable,
+            consume=router.consume,
         )
         built = module.build_input(name, in_config, context)
         IService(built).setServiceParent(service.inputs_group)

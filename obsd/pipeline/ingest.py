@@ -43,6 +43,10 @@ class IngestLogger(BoundLoggerBase):
         """A flushed metric point: ``event`` is its final name, ``value`` its value."""
         self._emit(events.METRIC, fields)
 
+    def statsd_partial(self, fields: dict[str, Any]) -> None:
+        """A StatsD agent's partial aggregate of one series for one interval, for central."""
+        self._emit(events.STATSD_PARTIAL, fields)
+
     def sentry(self, fields: dict[str, Any]) -> None:
         """Another Sentry item (transaction, session, attachment...), kept for forwarding."""
         self._emit(events.SENTRY, fields)

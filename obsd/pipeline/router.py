@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from obsd import events
@@ -64,6 +64,9 @@ class Router:
         #: called with every event before it is routed (live tail, derived metrics); see
         #: ``obsd.ops.tail.TapSet``.  None when nobody listens: one attribute check per event.
         self.tap: Any = None
+        #: kind -> components that take every event of that kind before the outputs
+        #: do (central's StatsD merge takes ``statsd_partial``); see ``consume``.
+        self._consumers: dict[str, tuple[Callable[[dict[str, Any]], None], ...]] = {}
         self.configure(outputs, routes, accepts, default_kinds)
         self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}
         self._routed_count = telemetry.counter("obsd.router.routed")
@@ -95,12 +98,30 @@ class Router:
                     table[kind].append(_Route(route, targets))
         self._routed, self._default, self._routes = bool(routes), default, table
 
+    def consume(
+        self, kind: str, handler: Callable[[dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        """Hand every event of ``kind`` to ``handler`` too; returns what stops that.
+
+        A consumed event is not counted as unrouted when no output takes it.
+        """
+        self._consumers[kind] = (*self._consumers.get(kind, ()), handler)
+
+        def stop() -> None:
+            self._consumers[kind] = tuple(h for h in self._consumers.get(kind, ()) if h != handler)
+
+        return stop
+
     def route(self, event: dict[str, Any]) -> None:
         """Put ``event`` on the queue of every output it is routed to."""
         tap = self.tap
         if tap is not None:
             tap(event)
         kind = event[events.KIND]
+        consumers = self._consumers.get(kind)
+        if consumers:
+            for handler in consumers:
+                handler(event)
         if not self._routed:
             targets: Sequence[Routable] = self._default.get(kind, ())
         else:
@@ -111,11 +132,12 @@ class Router:
                         matched[id(out)] = out
             targets = list(matched.values())
         if not targets:
-            self._unrouted[kind].inc()
+            if not consumers:
+                self._unrouted[kind].inc()
             return
         self._routed_count.inc()
         for out in targets:
             out.accept(event)
 
     # structlog calls the method named after the event's kind
-    log = error = metric = sentry = route
+    log = error = metric = sentry = statsd_partial = route
