@@ -109,7 +109,9 @@ class DerivedMetricsConfig:
 class RouteMatch:
     """What a route matches; every given condition must hold."""
 
-    kind: list[str] = setting(factory=list, help="event kinds (log, error, metric, sentry, statsd_partial)")
+    kind: list[str] = setting(
+        factory=list, help="event kinds (log, error, metric, sentry, statsd_partial)"
+    )
     source: list[str] = setting(factory=list, help="input names")
     level: str = setting("", help="minimum level")
     event: str = setting("", help="glob on the event field, e.g. 'user.*'")

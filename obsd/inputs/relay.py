@@ -17,7 +17,10 @@ flight then may come twice.
 Relayed events keep their ``id``, ``timestamp``, ``host`` and ``source``: they
 go through an ingest logger with no bound source.  Metric points arrive as the
 agent's aggregator flushed them and are passed on as they are, never
-aggregated again.
+aggregated again, except that an agent's own numbers (``obsd.*``) are named by
+its host (``obsd.<host>.*``) so agents do not overwrite each other.  StatsD
+partials (``statsd_partial``, from agents in ``mode = "partials"``) go on to
+the statsd input with ``merge_partials = true``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from obsd.codecs.relaywire import decode_body
 from obsd.config.model import InputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
+from obsd.ops.selfmetrics import name_by_host
 
 LISTEN_TYPES: frozenset[str] = frozenset()
 MOUNT = ("api", "obsd", "v1", "events")
@@ -292,6 +296,7 @@ class RelayResource(Resource):
             events.ERROR: ingest.error,
             events.METRIC: ingest.metric,
             events.SENTRY: ingest.sentry,
+            events.STATSD_PARTIAL: ingest.statsd_partial,
         }
         for event in batch:
             event_id = event.get(events.ID)
@@ -306,7 +311,10 @@ class RelayResource(Resource):
             source = event.get(events.SOURCE)
             if not isinstance(source, str) or not source:
                 event[events.SOURCE] = self.name
-            method = emit.get(event.get(events.KIND), ingest.log)
+            kind = event.get(events.KIND)
+            if kind == events.METRIC:
+                name_by_host(event)  # agents' obsd.* numbers must not overwrite each other
+            method = emit.get(kind, ingest.log)
             method(event)
             if event_id is not None:
                 seen.add(event_id)

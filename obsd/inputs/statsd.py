@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from twisted.application.service import MultiService
@@ -28,9 +28,11 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 
 from obsd import events
+from obsd.aggregation.partials import PartialAggregator
 from obsd.aggregation.statsd import StatsdAggregator, StatsdPoint, StatsdSettings
 from obsd.config.model import ListeningInputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.inputs.statsd_fleet import FleetMode, make_fleet_mode
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.ops.log import get_logger
 
@@ -57,6 +59,26 @@ class Config(ListeningInputConfig, StatsdSettings):
     repeat_to: list[str] = setting(
         factory=list, help='"host:port" StatsD servers that get the raw lines too (UDP)'
     )
+    mode: Literal["flush", "partials"] = setting(
+        "flush",
+        help="flush: aggregate here and send points; partials: send each interval's "
+        "partial aggregates (statsd_partial events) for a central obsd to merge",
+    )
+    merge_partials: bool = setting(
+        False,
+        help="central: merge the agents' statsd_partial events with this input's own "
+        "traffic and flush them as one statsd would (fleet-wide StatsD)",
+    )
+    late_partials_grace: float = setting(
+        5.0,
+        check=at_least(0),
+        help="merge_partials: seconds an interval stays open after its end for partials",
+    )
+    late_partials: Literal["merge", "drop"] = setting(
+        "merge",
+        help="merge_partials: a partial for an interval already flushed is merged into the "
+        "open interval, or dropped (both counted as late)",
+    )
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -81,6 +103,11 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
             parse_host_port(target)
         except ValueError as exc:
             problems.add(f"{path}.repeat_to[{i}]", str(exc))
+    if cfg.mode == "partials" and cfg.merge_partials:
+        problems.add(
+            f"{path}.merge_partials",
+            'an input in mode = "partials" sends partials; it cannot also merge them',
+        )
     for i, hist in enumerate(cfg.histogram):
         for edge in hist.bins:
             if isinstance(edge, str) and edge != "inf":
@@ -278,7 +305,14 @@ class StatsdInput(MultiService):
         self.name = name
         self.config = config
         self.context = context
-        self.aggregator = StatsdAggregator(config, context.reactor.seconds, perf_counter)
+        self.aggregator: StatsdAggregator | PartialAggregator
+        #: the partials (agent) or merge (central) engine; None in plain flush mode
+        self.fleet: FleetMode | None = None
+        if config.mode == "partials" or config.merge_partials:
+            self.fleet = make_fleet_mode(self, perf_counter)
+            self.aggregator = self.fleet.local
+        else:
+            self.aggregator = StatsdAggregator(config, context.reactor.seconds, perf_counter)
         self.connections = 0
         self._log = get_logger(f"obsd.input.{name}")
         tel = context.telemetry
@@ -302,7 +336,7 @@ class StatsdInput(MultiService):
                 [parse_host_port(t) for t in config.repeat_to], context.reactor, self._repeat_error
             )
         self._loop: LoopingCall | None = None
-        self._pending: list[list[StatsdPoint]] = []
+        self._pending: list[tuple[Callable[[list[Any]], None], list[Any]]] = []
         self._emit_call: Any = None
         for service in context.listener_services(
             config.listen,
@@ -369,45 +403,62 @@ class StatsdInput(MultiService):
 
     # -- flushing -----------------------------------------------------------------
 
+    def count_interval(self, bad: int, packets: int, lines: int) -> None:
+        """Export one interval's receive counts and the aggregator's drop totals."""
+        agg = self.aggregator
+        self._packets.inc(packets)
+        self._metrics.inc(lines)
+        self._bad.inc(bad)
+        self._dropped_metrics.inc(agg.dropped_metrics - self._dropped_metrics.value)
+        self._dropped_members.inc(agg.dropped_set_members - self._dropped_members.value)
+        self._dropped_samples.inc(agg.dropped_timer_samples - self._dropped_samples.value)
+        if self.repeater is not None:
+            self._repeated.inc(self.repeater.sent - self._repeated.value)
+        self._flushes.inc()
+
     def flush(self, spread: bool = False) -> int:
         """Close the interval: one metric event per point; returns the number of points.
 
         With ``spread``, a large flush hands its points to the event chain
         ``EMIT_CHUNK`` at a time, one chunk per reactor turn (as txstatsd's
         cooperative flush does), so 100,000 series do not stop the reactor for
-        seconds while UDP datagrams pile up in the socket buffer.
+        seconds while UDP datagrams pile up in the socket buffer.  In the fleet
+        modes the mode's engine decides what leaves (``statsd_fleet``).
         """
+        if self.fleet is not None:
+            return self.fleet.flush(spread)
         agg = self.aggregator
-        self._packets.inc(agg.packets_received)
-        self._metrics.inc(agg.metrics_received)
-        self._bad.inc(agg.bad_lines_seen)
-        self._dropped_metrics.inc(agg.dropped_metrics - self._dropped_metrics.value)
-        self._dropped_members.inc(agg.dropped_set_members - self._dropped_members.value)
-        self._dropped_samples.inc(agg.dropped_timer_samples - self._dropped_samples.value)
-        if self.repeater is not None:
-            self._repeated.inc(self.repeater.sent - self._repeated.value)
+        assert isinstance(agg, StatsdAggregator)
+        self.count_interval(agg.bad_lines_seen, agg.packets_received, agg.metrics_received)
         points = agg.flush()
-        self._flushes.inc()
+        self.send_points(points, spread)
+        return len(points)
+
+    def send_points(self, points: list[StatsdPoint], spread: bool) -> None:
+        """Flushed points on to the chain as metric events (spread over turns if asked)."""
         self._points.inc(len(points))
-        self._pending.append(points)
-        if spread and len(points) > EMIT_CHUNK:
+        self.send(self._emit, points, spread)
+
+    def send(self, emit: Callable[[list[Any]], None], items: list[Any], spread: bool) -> None:
+        """``emit(items)`` now, or ``EMIT_CHUNK`` items per reactor turn with ``spread``."""
+        self._pending.append((emit, items))
+        if spread and len(items) > EMIT_CHUNK:
             if self._emit_call is None:
                 self._emit_call = self.context.reactor.callLater(0, self._emit_some)
         else:
             self._emit_all()
-        return len(points)
 
     def _emit_some(self) -> None:
         """One reactor turn's share of the pending points."""
         self._emit_call = None
         budget = EMIT_CHUNK
         while self._pending and budget > 0:
-            points = self._pending[0]
-            chunk, rest = points[:budget], points[budget:]
-            self._emit(chunk)
+            emit, items = self._pending[0]
+            chunk, rest = items[:budget], items[budget:]
+            emit(chunk)
             budget -= len(chunk)
             if rest:
-                self._pending[0] = rest
+                self._pending[0] = (emit, rest)
             else:
                 self._pending.pop(0)
         if self._pending:
@@ -418,8 +469,8 @@ class StatsdInput(MultiService):
             self._emit_call.cancel()
         self._emit_call = None
         pending, self._pending = self._pending, []
-        for points in pending:
-            self._emit(points)
+        for emit, items in pending:
+            emit(items)
 
     def _emit(self, points: list[StatsdPoint]) -> None:
         metric = self.context.ingest.metric
@@ -439,22 +490,26 @@ class StatsdInput(MultiService):
                     event[events.GRAPHITE_TAGS] = False
                 metric(event)
             except Exception as exc:  # noqa: BLE001 - one point must not stop the flush
-                self._flush_errors.inc()
-                self.context.throttle.error(
-                    f"{self.name}:flush", "cannot emit a flushed point", point=name, error=repr(exc)
-                )
+                self.flush_error("cannot emit a flushed point", exc, point=name)
+
+    def flush_error(self, message: str, exc: BaseException, **fields: Any) -> None:
+        """Count and log (throttled) a failure while flushing."""
+        self._flush_errors.inc()
+        self.context.throttle.error(f"{self.name}:flush", message, error=repr(exc), **fields)
 
     def _flush_safely(self, spread: bool = True) -> None:
         try:
             self.flush(spread)
         except Exception as exc:  # noqa: BLE001 - the loop must keep running
-            self._flush_errors.inc()
-            self.context.throttle.error(f"{self.name}:flush", "flush failed", error=repr(exc))
+            self.flush_error("flush failed", exc)
 
     def startService(self) -> None:
         super().startService()
         if self.repeater is not None:
             self.repeater.start()
+        if self.fleet is not None:
+            self.fleet.start()
+            return
         self._loop = LoopingCall(self._flush_safely)
         self._loop.clock = self.context.reactor
         self._loop.start(self.config.flush_interval, now=False)
@@ -467,7 +522,14 @@ class StatsdInput(MultiService):
             if self._loop is not None and self._loop.running:
                 self._loop.stop()
             self._loop = None
-            self._flush_safely(spread=False)
+            if self.fleet is not None:
+                try:
+                    self.fleet.stop()
+                except Exception as exc:  # noqa: BLE001 - stopping must go on
+                    self.flush_error("last fleet flush failed", exc)
+                self._emit_all()
+            else:
+                self._flush_safely(spread=False)
             if self.repeater is not None:
                 self.repeater.stop()
 

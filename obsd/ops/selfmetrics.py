@@ -21,6 +21,8 @@ from obsd import events
 from obsd.ops.telemetry import Telemetry
 
 _NOT_PROMETHEUS = re.compile(r"[^a-zA-Z0-9_]")
+#: a host name as one Graphite node: dots and unsafe characters become "_"
+_NOT_NODE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class SelfMetricsService(Service):
@@ -63,6 +65,26 @@ class SelfMetricsService(Service):
             self._loop.stop()
             self.flush()  # the last numbers, before the outputs drain
         self._loop = None
+
+
+def name_by_host(event: dict[str, Any]) -> None:
+    """Put the sending host into a relayed ``obsd.*`` number: ``obsd.<host>.<rest>``.
+
+    Every agent names its own numbers alike (``obsd.input.statsd.packets_received``);
+    where many agents' events meet (central's relay or Kafka input) they would
+    overwrite each other in Graphite, so each is named by its host there.
+    """
+    name = event.get(events.EVENT)
+    host = event.get(events.HOST)
+    if not isinstance(name, str) or not name.startswith("obsd.") or not host:
+        return
+    node = _NOT_NODE.sub("_", str(host)) or "unknown"
+    if name.startswith(f"obsd.{node}."):
+        return
+    renamed = f"obsd.{node}.{name[5:]}"
+    event[events.EVENT] = renamed
+    if event.get(events.METRIC_NAME) == name:
+        event[events.METRIC_NAME] = renamed
 
 
 def prometheus_name(dotted: str) -> str:
