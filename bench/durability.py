@@ -35,7 +35,7 @@ def _context(reactor: Any, workdir: Path) -> Any:
     from obsd.delivery.flowcontrol import FlowControl
     from obsd.ops.telemetry import Telemetry
     from obsd.ops.throttle import ThrottledLogger
-    from obsd.outputs.base import OutputContext
+    from obsd.delivery.queue import OutputContext
     from obsd.testing import ListLog
 
     return OutputContext(

@@ -196,7 +196,7 @@ async def run_output(
     from obsd.delivery.flowcontrol import FlowControl
     from obsd.ops.telemetry import Telemetry
     from obsd.ops.throttle import ThrottledLogger
-    from obsd.outputs.base import OutputContext
+    from obsd.delivery.queue import OutputContext
     from obsd.outputs.elasticsearch import Config, ElasticsearchOutput
     from obsd.testing import ListLog
 
