@@ -20,7 +20,7 @@ from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
-from obsd.delivery.queue import Output, OutputContext, SendResult, decode_json_record
+from obsd.outputs.base import Output, OutputContext, SendResult, decode_json_record
 
 
 class ListLog:

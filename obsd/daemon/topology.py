@@ -36,7 +36,7 @@ from obsd.ops.log import get_logger
 from obsd.ops.selfmetrics import SelfMetricsService
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
-from obsd.delivery.queue import Output, OutputContext
+from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
 from obsd.pipeline.ingest import IngestLogger
 from obsd.pipeline.router import Router

@@ -17,7 +17,7 @@ from obsd import events
 from obsd.codecs.jsonline import rfc3339
 from obsd.config.model import OutputConfig
 from obsd.config.schema import setting
-from obsd.delivery.queue import Output, OutputContext, SendResult, public_fields
+from obsd.outputs.base import Output, OutputContext, SendResult, public_fields
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR})

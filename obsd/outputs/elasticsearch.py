@@ -47,7 +47,7 @@ from obsd.codecs import esbulk
 from obsd.config.model import MiB, ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.ops.log import get_logger
-from obsd.delivery.queue import Output, OutputContext, SendResult, backoff_delay
+from obsd.outputs.base import Output, OutputContext, SendResult, backoff_delay
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR})

@@ -17,7 +17,7 @@ from obsd import events
 from obsd.codecs.jsonline import encode_json_line
 from obsd.config.model import OutputConfig
 from obsd.config.schema import at_least, setting
-from obsd.delivery.queue import Output, OutputContext, SendResult
+from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.METRIC})

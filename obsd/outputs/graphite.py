@@ -35,7 +35,7 @@ from obsd.codecs.graphite import PICKLE_POINTS_PER_FRAME, format_value, graphite
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.ops.log import get_logger
-from obsd.delivery.queue import Output, OutputContext, SendResult
+from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})

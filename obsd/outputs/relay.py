@@ -30,7 +30,7 @@ from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.delivery.queue import Output, OutputContext, PermanentError, SendResult
+from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset(events.KINDS)

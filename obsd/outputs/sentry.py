@@ -58,7 +58,7 @@ from obsd.codecs.sentry import Envelope
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
-from obsd.delivery.queue import Output, OutputContext, SendResult
+from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset({events.ERROR, events.SENTRY, events.LOG})
 DEFAULT_KINDS = frozenset({events.ERROR, events.SENTRY})

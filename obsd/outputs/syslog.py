@@ -26,7 +26,7 @@ from obsd import events
 from obsd.codecs.rfc5424 import FACILITY_CODES, format_rfc5424, octet_frame
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.delivery.queue import Output, OutputContext, SendResult
+from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset({events.LOG, events.ERROR})
 DEFAULT_KINDS = frozenset({events.LOG})
