@@ -61,6 +61,14 @@ def write_records(
         log.close()
 
 
+def remove_spool(directory: Path) -> None:
+    """Delete a spool directory whose records are all delivered (segments, ack, the folder)."""
+    for path in directory.iterdir():
+        if path.is_file():
+            path.unlink(missing_ok=True)
+    directory.rmdir()
+
+
 def spool_sizes(data_dir: Path | str) -> dict[Path, int]:
     """Every spool directory under ``data_dir/spool`` that holds segments, with its bytes."""
     root = Path(data_dir) / SPOOL_DIR

@@ -26,6 +26,7 @@ from obsd.delivery.buffer import BoundedBuffer
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.diskbuffer import DiskBuffer
 from obsd.delivery.flowcontrol import FlowControl
+from obsd.delivery.leftovers import has_records, remove_spool, spool_directory, write_records
 from obsd.ops.log import get_logger
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
@@ -138,8 +139,11 @@ class DeliveryQueue:
         self.last_error = ""
         self.last_error_at: float | None = None
         self._deadline_call: IDelayedCall | None = None
-        #: what was still queued or in flight when the drain deadline passed
+        #: what was still queued or in flight when the drain deadline passed (memory
+        #: queues write it to their spool directory on close)
         self.leftovers: list[bytes] = []
+        #: a memory queue sending what the last run left: a disk buffer until delivered
+        self._replaying = False
         self._log = get_logger(f"obsd.output.{output_name}")
 
     def _make_buffer(self, buf: BufferConfig) -> BoundedBuffer | DiskBuffer:
@@ -147,23 +151,30 @@ class DeliveryQueue:
             return BoundedBuffer(
                 buf.max_events, buf.max_bytes, buf.when_full, buf.high_watermark, buf.low_watermark
             )
-        ctx = self._ctx
-        key = self.destination.key
-        directory = Path(ctx.data_dir) / "spool" / self.name
-        if key:
-            directory = directory / "".join(c if c.isalnum() or c in "-._" else "_" for c in key)
-        run_io = ctx.run_io
+        return self._make_disk_buffer(buf)
+
+    @property
+    def spool_directory(self) -> Path:
+        """Where this queue's spool lives (a disk buffer's, or a memory queue's leftovers)."""
+        return spool_directory(self._ctx.data_dir, self.name, self.destination.key)
+
+    def _run_io(self) -> Callable[[Callable[[], Any]], defer.Deferred[Any]]:
+        run_io = self._ctx.run_io
         if run_io is None:
             from twisted.internet.threads import deferToThreadPool
 
-            reactor = ctx.reactor
+            reactor = self._ctx.reactor
             run_io = functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())
+        return run_io  # type: ignore[no-any-return]
+
+    def _make_disk_buffer(self, buf: BufferConfig) -> DiskBuffer:
+        ctx = self._ctx
 
         def report(event: str, reason: str) -> None:
             ctx.throttle.warning(f"{self.queue_id}:{event}", event, output=self.name, reason=reason)
 
         disk = DiskBuffer(
-            directory,
+            self.spool_directory,
             max_events=buf.max_events,
             max_bytes=buf.max_bytes,
             when_full=buf.when_full,
@@ -175,14 +186,25 @@ class DeliveryQueue:
             clock=self._clock,
             sync_interval=ctx.sync_interval,
             fsync=ctx.fsync,
-            run_io=run_io,
+            run_io=self._run_io(),
             report=report,
         )
         disk.on_ready = self._kick
         return disk
 
     def open(self) -> None:
-        """Start the buffer (a disk buffer replays what a previous run left)."""
+        """Start the buffer (a disk buffer replays what a previous run left).
+
+        A memory queue whose last run left events at shutdown runs as a disk queue
+        until they are delivered, so they go first and keep the spool's rules.
+        """
+        if (
+            not isinstance(self.buffer, DiskBuffer)
+            and self._ctx.data_dir is not None
+            and has_records(self.spool_directory)
+        ):
+            self.buffer = self._make_disk_buffer(self.config.buffer)
+            self._replaying = True
         if isinstance(self.buffer, DiskBuffer):
             self.buffer.open()
             if len(self.buffer):
@@ -191,11 +213,72 @@ class DeliveryQueue:
                 )
             self._kick()
 
+    def _end_replay(self) -> None:
+        """A memory queue's leftovers are all delivered: back to memory, spool removed."""
+        if not self._replaying or self._draining or len(self.buffer) or self._in_flight:
+            return
+        self._replaying = False
+        spool = self.buffer
+        assert isinstance(spool, DiskBuffer)
+        self.buffer = self._make_buffer(self.config.buffer)
+        directory = self.spool_directory
+        d = spool.close()
+        d.addCallback(lambda _: self._run_io()(functools.partial(remove_spool, directory)))
+        d.addErrback(
+            lambda f: self._log.warning(
+                "cannot remove a delivered spool", directory=str(directory),
+                error=f.getErrorMessage(),
+            )
+        )
+        self._log.info("the last run's leftovers are delivered", output=self.name)
+
+    def keep(self, record: bytes) -> None:
+        """After the drain: keep a record for the next run (into the spool, not sent now)."""
+        if self.buffer.durable:
+            self.buffer.put(record)
+        else:
+            self.leftovers.append(record)
+
     def close(self) -> defer.Deferred[None]:
-        """Persist a disk buffer's state; nothing to do for memory."""
+        """Persist a disk buffer's state; write a memory queue's leftovers to its spool."""
         if isinstance(self.buffer, DiskBuffer):
             return self.buffer.close()
-        return defer.succeed(None)
+        leftovers, self.leftovers = self.leftovers, []
+        if not leftovers:
+            return defer.succeed(None)
+        directory = self.spool_directory
+        job = functools.partial(
+            write_records, directory, leftovers, self.config.buffer.segment_bytes, True
+        )
+        d: defer.Deferred[Any] = self._run_io()(job)
+
+        def written(count: int) -> None:
+            self._log.info(
+                "kept undelivered events on disk; they are sent first at the next start",
+                output=self.name,
+                destination=self.destination.key or None,
+                kept=count,
+                spool=str(directory),
+            )
+
+        def failed(failure: Failure) -> None:
+            self.buffer.count_drop("shutdown", len(leftovers))
+            self._count_drops()
+            self._log.error(
+                "LOST events at shutdown: cannot write them to data_dir",
+                output=self.name,
+                destination=self.destination.key or None,
+                lost=len(leftovers),
+                spool=str(directory),
+                error=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(written, failed)
+        return d
+
+    def __len__(self) -> int:
+        """Records queued (the buffer may change: a memory queue replays on disk first)."""
+        return len(self.buffer)
 
     def wait_durable(self) -> defer.Deferred[None]:
         """Fires when everything queued so far is on disk (at once for memory buffers)."""
@@ -325,6 +408,7 @@ class DeliveryQueue:
                 self._succeeded()
         self._kick()
         self._check_drained()
+        self._end_replay()
 
     def _sent_failed(self, failure: Failure, d: defer.Deferred[Any]) -> None:
         batch, token = self._in_flight.pop(d)
@@ -438,8 +522,8 @@ class DeliveryQueue:
     def drain(self, timeout: float) -> defer.Deferred[None]:
         """Send everything left, waiting at most ``timeout`` seconds.
 
-        What is still queued or in flight at the deadline is counted as dropped
-        for ``shutdown`` and returned by ``leftovers()`` (a spool keeps it).
+        What is still queued or in flight at the deadline stays in a disk
+        buffer's spool, or (memory) is kept in ``leftovers`` for ``close`` to write.
         """
         self._draining = True
         self._drained = defer.Deferred()
@@ -476,15 +560,12 @@ class DeliveryQueue:
             for d in list(self._in_flight):
                 d.cancel()
             return
-        leftovers = self.buffer.drain()
-        for batch, _token in self._in_flight.values():
-            leftovers.extend(batch)
+        leftovers = [record for batch, _token in self._in_flight.values() for record in batch]
+        leftovers.extend(self.buffer.drain())  # in flight first: they are the oldest
         self.leftovers = leftovers
         if leftovers:
-            self.buffer.count_drop("shutdown", len(leftovers))
-            self._count_drops()
             self._log.warning(
-                "shutdown deadline reached with events undelivered",
+                "shutdown deadline reached with events undelivered; keeping them in data_dir",
                 output=self.name,
                 destination=self.destination.key or None,
                 undelivered=len(leftovers),

@@ -83,7 +83,7 @@ class Output(Service):
         for key, queue in self.queues.items():
             suffix = f".{key}" if key else ""
             context.telemetry.gauge(
-                f"obsd.output.{name}{suffix}.queued", functools.partial(len, queue.buffer)
+                f"obsd.output.{name}{suffix}.queued", functools.partial(len, queue)
             )
 
     # -- what subclasses provide ---------------------------------------------------
