@@ -23,7 +23,6 @@ from tests.integration.test_durability import (
     KEY,
     UPSTREAM,
     arrived,
-    es_count,
     free_port,
     report,
 )
