@@ -649,17 +649,11 @@ class SentryOutput(Output):
     # -- stop --------------------------------------------------------------------
 
     def before_close(self) -> None:
-        """Reports still held for a rate limit go into a disk queue's spool, unsent:
-        the next run sends them (or holds them again).  Memory queues cannot keep
-        them, so those are dead-lettered after the stop."""
-        kept = []
+        """Reports still held for a rate limit are kept for the next run, unsent: a disk
+        queue puts them in its spool, a memory queue writes them to its leftovers."""
         for held in self._held:
-            buffer = self.queues[held.key].buffer
-            if buffer.durable:
-                buffer.put(held.record)
-            else:
-                kept.append(held)
-        self._held = kept
+            self.queues[held.key].keep(held.record)
+        self._held = []
 
     def stopService(self) -> defer.Deferred[Any]:
         """Release what may go, drain the queues, spool or dead-letter what still waits."""

@@ -436,20 +436,25 @@ class TestAnswers:
         clock.advance(0)
         assert len(http.pending) == 3
 
-    def test_held_dead_lettered_at_stop(
+    def test_held_kept_for_next_run_at_stop(
         self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
     ) -> None:
-        """Records still held back when obsd stops go to the dead-letter file, counted."""
+        """Records still held back when obsd stops are kept in data_dir and sent after a restart."""
         out = make(clock, tmp_path, upstream)
         upstream.answers = [Answer(429, {"Retry-After": "600"})]
         out.accept(report(envelope("event")))
         clock.advance(0)
+        assert len(upstream.seen) == 1
         out.stopService()
         clock.advance(out.context.shutdown_timeout)
-        (letter,) = dead_letters(tmp_path)
-        assert "rate limit" in letter["reason"]
-        assert counter(out, "dropped.rate_limited_at_stop") == 1
+        assert dead_letters(tmp_path) == []
+        assert counter(out, "dropped.rate_limited_at_stop") == 0
         assert clock.getDelayedCalls() == []
+
+        again = make(clock, tmp_path, upstream)
+        clock.advance(again.config.batch_timeout)
+        assert len(upstream.seen) == 2  # the held report, sent by the next run
+        assert upstream.seen[1].body == upstream.seen[0].body
 
 
 def log_event(**fields: Any) -> dict[str, Any]:
