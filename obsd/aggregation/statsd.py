@@ -30,18 +30,21 @@ Drops for the bounds are kept in ``dropped_metrics`` and
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple
 
-import attrs
-
 from obsd import events
+from obsd.aggregation.settings import HistogramConfig, StatsdSettings
+from obsd.aggregation.timers import (
+    exact_timer_stats,
+    js_number,
+    keep_timer_stat,
+    percentile_suffix,
+    timer_stats,
+)
 from obsd.codecs.graphite import MetricPoint, sanitise_name
-from obsd.codecs.statsd import DEFAULT_MAX_NAME_LENGTH, Sample, parse_statsd_packet_into
-from obsd.config.schema import at_least, setting
+from obsd.codecs.statsd import Sample, parse_statsd_packet_into
 
 
 class StatsdPoint(NamedTuple):
@@ -61,129 +64,8 @@ class StatsdPoint(NamedTuple):
     stat: str
 
 
-@attrs.frozen(kw_only=True)
-class HistogramConfig:
-    """``[[inputs.statsd.histogram]]``: bins for timers whose name contains ``metric``."""
-
-    metric: str = setting("", help="a substring of the timer name; the first match wins")
-    bins: list[float | str] = setting(
-        factory=list, help='upper bin edges, ascending; "inf" for the last open bin'
-    )
-
-
-@attrs.frozen(kw_only=True, slots=False)  # no slots: [inputs.statsd]'s Config mixes it in
-class StatsdSettings:
-    """What shapes StatsD aggregation, with Etsy statsd's defaults: declared once, here.
-
-    ``[inputs.statsd]`` is these settings plus the input's own (``listen``,
-    ``receive_buffer_bytes``, ``repeat_to``...); the aggregator takes that
-    config object as it is.  ``delete_counters`` (and the other three) left at
-    ``None`` follow ``delete_idle_stats``, as in Etsy.
-    """
-
-    flush_interval: float = setting(
-        10.0, check=at_least(0.01), help="seconds between flushes (Etsy: flushInterval)"
-    )
-    percentiles: list[float] = setting(
-        factory=lambda: [90.0], help="timer percentiles (Etsy: percentThreshold)"
-    )
-    legacy_namespace: bool = setting(True, help="stats.NAME / stats_counts.NAME names")
-    graphite_tags: bool = setting(
-        False,
-        help="DogStatsD tags are part of a series: Graphite tagged series name;k=v "
-        "(else series are keyed by name and carry the tags all their samples shared)",
-    )
-    delete_idle_stats: bool = setting(False, help="default for the four delete_* options")
-    delete_counters: bool | None = setting(None, help="drop idle counters (else send 0)")
-    delete_timers: bool | None = setting(None, help="drop idle timers (else count 0)")
-    delete_gauges: bool | None = setting(None, help="drop idle gauges (else resend)")
-    delete_sets: bool | None = setting(None, help="drop idle sets (else count 0)")
-    gauges_max_ttl: int = setting(
-        1, check=at_least(1), help="flushes a gauge stays idle before delete_gauges drops it"
-    )
-    flush_counts: bool = setting(True, help="also send the raw count (stats_counts.NAME)")
-    prefix_stats: str = setting("statsd", help="name of statsd's own metrics (prefixStats)")
-    global_prefix: str = setting("stats", help="root when legacy_namespace = false")
-    prefix_counter: str = setting("counters", help="counter part when legacy_namespace = false")
-    prefix_timer: str = setting("timers", help="timer part when legacy_namespace = false")
-    prefix_gauge: str = setting("gauges", help="gauge part when legacy_namespace = false")
-    prefix_set: str = setting("sets", help="set part when legacy_namespace = false")
-    global_suffix: str = setting("", help="appended to every name")
-    histogram: list[HistogramConfig] = setting(factory=list, help="timer histogram bins")
-    calculated_timer_metrics: list[str] = setting(
-        factory=list, help="timer stats to keep (mean, upper, mean_percent...); empty: all"
-    )
-    max_metrics: int = setting(
-        200_000, check=at_least(1), help="series held at most between flushes (drops counted)"
-    )
-    max_set_size: int = setting(
-        100_000, check=at_least(1), help="members one set holds at most (drops counted)"
-    )
-    max_timer_samples: int = setting(
-        100_000,
-        check=at_least(1),
-        help="samples one timer keeps per flush interval (count stays exact; drops counted)",
-    )
-    max_name_length: int = setting(
-        DEFAULT_MAX_NAME_LENGTH,
-        check=at_least(1),
-        help="characters in a metric name at most; longer names are bad lines",
-    )
-
-    @property
-    def global_suffix_dot(self) -> str:
-        """``global_suffix`` as it is appended to names: empty, or with its leading dot."""
-        return "." + self.global_suffix if self.global_suffix else ""
-
-    def _delete(self, value: bool | None) -> bool:
-        return self.delete_idle_stats if value is None else value
-
-    @property
-    def deletes_counters(self) -> bool:
-        """Whether idle counters are dropped instead of sent as zero."""
-        return self._delete(self.delete_counters)
-
-    @property
-    def deletes_timers(self) -> bool:
-        """Whether idle timers are dropped instead of sent with a zero count."""
-        return self._delete(self.delete_timers)
-
-    @property
-    def deletes_gauges(self) -> bool:
-        """Whether gauges idle for ``gauges_max_ttl`` flushes are dropped."""
-        return self._delete(self.delete_gauges)
-
-    @property
-    def deletes_sets(self) -> bool:
-        """Whether idle sets are dropped instead of sent with a zero count."""
-        return self._delete(self.delete_sets)
-
-
-def js_number(value: float | str) -> str:
-    """Format a number as JavaScript's ``String(n)`` does, for names such as ``mean_99_9``."""
-    if isinstance(value, str):
-        return value
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value)
-
-
-def percentile_suffix(pct: float) -> str:
-    """Name part for a percentile as Etsy writes it: 90 -> ``90``, 99.9 -> ``99_9``, -10 -> ``top10``."""
-    return js_number(pct).replace(".", "_", 1).replace("-", "top", 1)
-
-
-#: Etsy's filter maps ``mean_90`` to ``mean_percent``; obsd also maps ``mean_99_9``
-#: (Etsy's pattern misses fractional percentiles and drops their stats).
-_PERCENT_STAT = re.compile(r"_(top)?\d+(_\d+)?$")
-
 #: A canonical series key: (sanitised name, sorted tags).
 Key = tuple[str, tuple[str, ...]]
-
-
-class _TimerStat(NamedTuple):
-    suffix: str
-    value: float
 
 
 class StatsdAggregator:
@@ -487,7 +369,9 @@ class StatsdAggregator:
         if key in self._counters or self._room():
             self._counters[key] = self._counters.get(key, 0.0) + total
 
-    def fold_gauge(self, name: str, tags: tuple[str, ...], value: float | None, delta: float) -> None:
+    def fold_gauge(
+        self, name: str, tags: tuple[str, ...], value: float | None, delta: float
+    ) -> None:
         """Set a gauge to ``value`` (if any) plus ``delta``, or move it by ``delta``."""
         key = self._fold_key(name, tags)
         gauges = self._gauges
@@ -544,79 +428,6 @@ class StatsdAggregator:
 
     # -- output --------------------------------------------------------------
 
-    def _timer_stats(self, name: str, values: list[float], count: float) -> list[_TimerStat]:
-        """Etsy's process_metrics for one timer, stat by stat."""
-        s = self.settings
-        interval = s.flush_interval
-        if not values:
-            return [_TimerStat("count", 0), _TimerStat("count_ps", 0)]
-        values.sort()
-        n = len(values)
-        low, high = values[0], values[-1]
-        cumulative = list(_accumulate(values))
-        cumulative_sq = list(_accumulate(v * v for v in values))
-        out: list[_TimerStat] = []
-        for pct in s.percentiles:
-            in_threshold = n
-            total, total_sq, mean, boundary = low, low * low, low, high
-            if n > 1:
-                in_threshold = _js_round(abs(pct) / 100 * n)
-                if in_threshold == 0:
-                    continue
-                if pct > 0:
-                    boundary = values[in_threshold - 1]
-                    total = cumulative[in_threshold - 1]
-                    total_sq = cumulative_sq[in_threshold - 1]
-                else:
-                    boundary = values[n - in_threshold]
-                    before = n - in_threshold - 1
-                    total = cumulative[-1] - (cumulative[before] if before >= 0 else 0.0)
-                    total_sq = cumulative_sq[-1] - (cumulative_sq[before] if before >= 0 else 0.0)
-                mean = total / in_threshold
-            suffix = percentile_suffix(pct)
-            out.append(_TimerStat("count_" + suffix, in_threshold))
-            out.append(_TimerStat("mean_" + suffix, mean))
-            out.append(_TimerStat(("upper_" if pct > 0 else "lower_") + suffix, boundary))
-            out.append(_TimerStat("sum_" + suffix, total))
-            out.append(_TimerStat("sum_squares_" + suffix, total_sq))
-        total = cumulative[-1]
-        mean = total / n
-        mid = n // 2
-        median = values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
-        out.extend(
-            (
-                _TimerStat("std", math.sqrt(sum((v - mean) ** 2 for v in values) / n)),
-                _TimerStat("upper", high),
-                _TimerStat("lower", low),
-                _TimerStat("count", count),
-                _TimerStat("count_ps", count / interval),
-                _TimerStat("sum", total),
-                _TimerStat("sum_squares", cumulative_sq[-1]),
-                _TimerStat("mean", mean),
-                _TimerStat("median", median),
-            )
-        )
-        for hist in s.histogram:
-            if hist.metric in name:
-                index = 0
-                for edge in hist.bins:
-                    freq = 0
-                    while index < n and (edge == "inf" or values[index] < edge):  # type: ignore[operator]
-                        freq += 1
-                        index += 1
-                    bin_name = "bin_" + js_number(edge).replace(".", "_", 1)
-                    out.append(_TimerStat("histogram." + bin_name, freq))
-                break
-        return out
-
-    def _keep_timer_stat(self, suffix: str) -> bool:
-        wanted = self.settings.calculated_timer_metrics
-        if not wanted:
-            return True
-        if suffix.startswith("histogram."):
-            return "histogram" in wanted
-        return _PERCENT_STAT.sub("_percent", suffix) in wanted
-
     def flush(self, now: float | None = None) -> list[StatsdPoint]:
         """Close the interval: the points to send, then reset as Etsy's options say.
 
@@ -625,17 +436,20 @@ class StatsdAggregator:
         """
         s = self.settings
         started = self._perf_counter()
-        now = int(self._clock() if now is None else now)
-        suffix = s.global_suffix_dot
+        stamp = int(self._clock() if now is None else now)
+        end = s.global_suffix_dot
         points: list[StatsdPoint] = []
-        add = points.append
         interval = s.flush_interval
         tags_of = self.tags_of
-        counter, gauge, timer, set_ = events.COUNTER, events.GAUGE, events.TIMER, events.SET
+
+        def add(
+            path: str, value: float, tags: tuple[str, ...], name: str, kind: str, stat: str
+        ) -> None:
+            points.append(StatsdPoint(path, value, stamp, tags, name, kind, stat))
 
         if self._last_timestamp > 0:
-            self._gauges[self._lag_key] = now - self._last_timestamp - interval
-        self._last_timestamp = now
+            self._gauges[self._lag_key] = stamp - self._last_timestamp - interval
+        self._last_timestamp = stamp
 
         internal = zip(
             self._internal_counters,
@@ -644,100 +458,67 @@ class StatsdAggregator:
         )
         counters: list[tuple[Key, float]] = [((name, ()), v) for name, v in internal]
         counters.extend(self._counters.items())
+        counter = events.COUNTER
         for key, value in counters:
-            name = key[0]
-            tags = tags_of(key)
+            name, tags = key[0], tags_of(key)
             add(
-                StatsdPoint(
-                    f"{self._ns_counter}{name}{self._rate_suffix}{suffix}",
-                    value / interval,
-                    now,
-                    tags,
-                    name,
-                    counter,
-                    "rate",
-                )
+                f"{self._ns_counter}{name}{self._rate_suffix}{end}",
+                value / interval,
+                tags,
+                name,
+                counter,
+                "rate",
             )
             if s.flush_counts:
                 add(
-                    StatsdPoint(
-                        f"{self._ns_count}{name}{self._count_suffix}{suffix}",
-                        value,
-                        now,
-                        tags,
-                        name,
-                        counter,
-                        "count",
-                    )
+                    f"{self._ns_count}{name}{self._count_suffix}{end}",
+                    value,
+                    tags,
+                    name,
+                    counter,
+                    "count",
                 )
         num_stats = len(counters)
 
         exact = self._timer_exact
         for key, values in self._timers.items():
-            name = key[0]
-            tags = tags_of(key)
-            stats = self._timer_stats(name, values, self._timer_counts[key])
+            name, tags = key[0], tags_of(key)
+            stats = timer_stats(s, name, values, self._timer_counts[key])
             if exact and key in exact:
-                stats = _exact_timer_stats(stats, exact[key])
-            for stat in stats:
-                if self._keep_timer_stat(stat.suffix):
+                stats = exact_timer_stats(stats, exact[key])
+            for suffix, value in stats:
+                if keep_timer_stat(s, suffix):
                     add(
-                        StatsdPoint(
-                            f"{self._ns_timer}{name}.{stat.suffix}{suffix}",
-                            stat.value,
-                            now,
-                            tags,
-                            name,
-                            timer,
-                            stat.suffix,
-                        )
+                        f"{self._ns_timer}{name}.{suffix}{end}",
+                        value,
+                        tags,
+                        name,
+                        events.TIMER,
+                        suffix,
                     )
             num_stats += 1
 
         for key, value in self._gauges.items():
             name = key[0]
-            add(
-                StatsdPoint(
-                    f"{self._ns_gauge}{name}{suffix}",
-                    value,
-                    now,
-                    tags_of(key),
-                    name,
-                    gauge,
-                    events.STAT_VALUE,
-                )
-            )
+            add(f"{self._ns_gauge}{name}{end}", value, tags_of(key), name, events.GAUGE, "value")
         num_stats += len(self._gauges)
 
         for key, members in self._sets.items():
             name = key[0]
             add(
-                StatsdPoint(
-                    f"{self._ns_set}{name}.count{suffix}",
-                    len(members),
-                    now,
-                    tags_of(key),
-                    name,
-                    set_,
-                    "count",
-                )
+                f"{self._ns_set}{name}.count{end}",
+                len(members),
+                tags_of(key),
+                name,
+                events.SET,
+                "count",
             )
         num_stats += len(self._sets)
 
         own = self.settings.prefix_stats
-        add(StatsdPoint(self._num_stats, num_stats, now, (), f"{own}.numStats", gauge, "value"))
-        elapsed_ms = (self._perf_counter() - started) * 1000.0
-        add(
-            StatsdPoint(
-                self._processing,
-                round(elapsed_ms, 3),
-                now,
-                (),
-                f"{own}.processing_time",
-                gauge,
-                events.STAT_VALUE,
-            )
-        )
+        add(self._num_stats, num_stats, (), f"{own}.numStats", events.GAUGE, "value")
+        elapsed_ms = round((self._perf_counter() - started) * 1000.0, 3)
+        add(self._processing, elapsed_ms, (), f"{own}.processing_time", events.GAUGE, "value")
         self._reset()
         return points
 
@@ -777,23 +558,6 @@ class StatsdAggregator:
             self._has_tags.intersection_update(self._common)
 
 
-def _exact_timer_stats(
-    stats: list[_TimerStat], exact: tuple[int, float, float, float, float]
-) -> list[_TimerStat]:
-    """Stats from a reservoir with the exact ones (sum, mean, upper, lower, std) put back."""
-    n, total, total_sq, low, high = exact
-    mean = total / n
-    known = {
-        "sum": total,
-        "sum_squares": total_sq,
-        "mean": mean,
-        "upper": high,
-        "lower": low,
-        "std": math.sqrt(max(total_sq / n - mean * mean, 0.0)),
-    }
-    return [_TimerStat(stat.suffix, known.get(stat.suffix, stat.value)) for stat in stats]
-
-
 def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
     """DogStatsD tags cleaned with the name rule, empty ones dropped, sorted, each once."""
     clean: set[str] = set()
@@ -806,18 +570,6 @@ def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
         elif key and not colon:
             clean.add(key)
     return tuple(sorted(clean))
-
-
-def _accumulate(values: Iterable[float]) -> Iterable[float]:
-    total = 0.0
-    for value in values:
-        total += value
-        yield total
-
-
-def _js_round(value: float) -> int:
-    """JavaScript's ``Math.round``: halves go up (Python rounds them to even)."""
-    return math.floor(value + 0.5)
 
 
 __all__: Final = [
