@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 
-from obsd import events
+from obsd import events, registry
 from obsd.aggregation.partials import PartialAggregator
 from obsd.aggregation.statsd import StatsdAggregator, StatsdPoint, StatsdSettings
 from obsd.config.model import ListeningInputConfig, ObsdConfig
@@ -92,6 +92,24 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
+def _partials_leave(whole: ObsdConfig) -> bool:
+    """Whether some output takes statsd_partial events (by default, or by a route)."""
+    for out_name, out in whole.outputs.items():
+        module = registry.output_module(out.type)
+        if module is None or events.STATSD_PARTIAL not in module.ACCEPTS:
+            continue
+        if not whole.routes:
+            if events.STATSD_PARTIAL in module.DEFAULT_KINDS:
+                return True
+        elif any(
+            out_name in route.outputs
+            and (not route.match.kind or events.STATSD_PARTIAL in route.match.kind)
+            for route in whole.routes
+        ):
+            return True
+    return False
+
+
 def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
     """Cross checks: percentiles in range, repeat_to addresses, histogram bins."""
     path = f"inputs.{name}"
@@ -107,6 +125,12 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
         problems.add(
             f"{path}.merge_partials",
             'an input in mode = "partials" sends partials; it cannot also merge them',
+        )
+    if cfg.mode == "partials" and not _partials_leave(whole):
+        problems.add(
+            f"{path}.mode",
+            'mode = "partials" but no output takes statsd_partial events: add an output '
+            "that carries them to central ([outputs.relay]) or route them to one",
         )
     for i, hist in enumerate(cfg.histogram):
         for edge in hist.bins:

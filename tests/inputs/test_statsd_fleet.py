@@ -98,6 +98,14 @@ class TestAgent:
         assert [(p["metric"], p["interval"]) for p in ingest.partials] == [("req", K + 1)]
         assert reactor.getDelayedCalls() == []
 
+    def test_partials_need_an_output_that_carries_them(self) -> None:
+        """mode = partials with no output taking statsd_partial would lose them: a config problem."""
+        statsd = {"statsd": {"mode": "partials"}}
+        with pytest.raises(ConfigError, match="no output takes statsd_partial"):
+            parse_config({"inputs": statsd, "outputs": {"graphite": {}}})
+        relay = {"relay": {"urls": ["http://127.0.0.1:1"], "token": "t"}}
+        parse_config({"inputs": statsd, "outputs": relay})
+
     def test_cannot_send_and_merge(self) -> None:
         """One input either sends partials or merges them: both is a config problem."""
         with pytest.raises(ConfigError, match="merge_partials"):
