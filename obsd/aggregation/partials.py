@@ -232,6 +232,8 @@ class PartialAggregator:
         self._rng = rng or random.Random()
         self.series: dict[SeriesKey, SeriesPartial] = {}
         self._keys: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        #: (wire type, raw name, raw tags) -> series key
+        self._series_keys: dict[tuple[str, str, tuple[str, ...]], SeriesKey] = {}
         self._scratch: list[Sample] = []
         self.bad_lines_seen = 0
         self.packets_received = 0
@@ -274,9 +276,14 @@ class PartialAggregator:
         """Fold parsed samples into the interval's partials."""
         s = self.settings
         series = self.series
+        keys = self._series_keys
         for name, value, kind, rate, delta, tags in samples:
-            key = (_TYPES[kind], *self._key(name, tags))
-            part = series.get(key)  # type: ignore[arg-type]
+            key = keys.get((kind, name, tags))
+            if key is None:
+                key = (_TYPES[kind], *self._key(name, tags))
+                if len(keys) < 4 * s.max_metrics:
+                    keys[(kind, name, tags)] = key
+            part = series.get(key)
             if part is None:
                 if len(series) >= s.max_metrics:
                     self.dropped_metrics += 1
@@ -322,6 +329,7 @@ class PartialAggregator:
         series, self.series = self.series, {}
         if len(self._keys) > 2 * self.settings.max_metrics:
             self._keys.clear()
+            self._series_keys.clear()
         return series
 
     def take_counts(self) -> tuple[int, int, int]:
