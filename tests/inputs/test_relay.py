@@ -345,3 +345,35 @@ class TestDurability:
         d = stub.post(URL, data=body([event(1)]), headers=GOOD)
         stub.flush()
         assert success_result_of(d).code == 500
+
+
+class TestFleetEvents:
+    def test_partials_go_on_as_partials(self, context: Context, recorder: Recorder) -> None:
+        """statsd_partial events keep their kind, for central's merging statsd input."""
+        resource, _ = make(context)
+        partial = {"id": "p1", "kind": "statsd_partial", "event": "req", "metric": "req",
+                   "host": "web1", "partial": {"v": 1, "sum": 3.0}}
+        resource.ingest_batch([partial])
+        assert [(kind, event["partial"]) for kind, event in recorder.got] == [
+            ("statsd_partial", {"v": 1, "sum": 3.0})
+        ]
+
+    def test_agents_own_numbers_are_named_by_host(
+        self, context: Context, recorder: Recorder
+    ) -> None:
+        """An agent's obsd.* numbers become obsd.<host>.*; other metric names are kept."""
+        resource, _ = make(context)
+        resource.ingest_batch(
+            [
+                {"id": "m1", "kind": "metric", "event": "obsd.input.statsd.packets_received",
+                 "metric": "obsd.input.statsd.packets_received", "host": "web1.example.com",
+                 "value": 3.0},
+                {"id": "m2", "kind": "metric", "event": "stats_counts.req", "host": "web1",
+                 "value": 1.0},
+            ]
+        )
+        assert [(e["event"], e.get("metric")) for _, e in recorder.got] == [
+            ("obsd.web1_example_com.input.statsd.packets_received",
+             "obsd.web1_example_com.input.statsd.packets_received"),
+            ("stats_counts.req", None),
+        ]
