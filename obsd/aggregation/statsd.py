@@ -367,7 +367,11 @@ class StatsdAggregator:
         """Add a merged counter sum (rates already applied) to the interval."""
         key = self._fold_key(name, tags)
         if key in self._counters or self._room():
-            self._counters[key] = self._counters.get(key, 0.0) + total
+            new = self._counters.get(key, 0.0) + total
+            if new - new != 0.0:  # the fleet's sum overflows: refused like a bad line
+                self.bad_lines_seen += 1
+                return
+            self._counters[key] = new
 
     def fold_gauge(
         self, name: str, tags: tuple[str, ...], value: float | None, delta: float

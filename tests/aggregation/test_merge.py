@@ -213,6 +213,18 @@ class TestMerger:
         assert points["stats.timers.t.mean"] == sum(range(150)) / 150
         assert (points["stats.timers.t.upper"], points["stats.timers.t.lower"]) == (149, 0)
 
+    def test_fleet_counter_overflow_is_refused(self) -> None:
+        """Two hosts' sums that overflow together are refused at central and counted."""
+        config = StatsdSettings(flush_interval=INTERVAL)
+        partials = []
+        for host in ("a", "b"):
+            agent = PartialAggregator(config, lambda: 0.0, host=host)
+            agent.ingest(b"c:1e308|c\nok:1|c")
+            partials.extend(ship(agent))
+        points = {name: value for (name, _), value in user(central(config, partials)).items()}
+        assert "stats_counts.c" not in points
+        assert points["stats_counts.ok"] == 2
+
     @pytest.mark.parametrize(
         "change",
         [
