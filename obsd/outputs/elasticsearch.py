@@ -291,8 +291,9 @@ class ElasticsearchOutput(Output):
     # -- encoding ----------------------------------------------------------------
 
     def encode(self, event: dict[str, Any]) -> bytes:
-        index = esbulk.index_name(self._pattern, esbulk.event_time(event))
-        return esbulk.encode_bulk_lines(event, index, self._data_stream)
+        when = esbulk.event_time(event)
+        index = esbulk.index_name(self._pattern, when)
+        return esbulk.encode_bulk_lines(event, index, self._data_stream, when)
 
     def decode(self, record: bytes) -> Any:
         """The dead-letter file shows the document and the index it was meant for."""
