@@ -92,18 +92,26 @@ class Config(ListeningInputConfig):
         factory=list, help="timer stats to keep (mean, upper, mean_percent...); empty: all"
     )
     receive_buffer_bytes: int = setting(
-        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it"
+        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it",
+        client_sees="nothing (UDP has no answer); a larger buffer means fewer datagrams dropped "
+                    "by the kernel in bursts",
     )
     max_metrics: int = setting(
-        200_000, check=at_least(1), help="series held at most between flushes (drops counted)"
+        200_000, check=at_least(1), help="series held at most between flushes (drops counted)",
+        client_sees="nothing (UDP has no answer); samples of new series are dropped until the "
+                    "next flush and counted (dropped_metrics)",
     )
     max_set_size: int = setting(
-        100_000, check=at_least(1), help="members one set holds at most (drops counted)"
+        100_000, check=at_least(1), help="members one set holds at most (drops counted)",
+        client_sees="nothing; further members are dropped and counted (dropped_set_members), so "
+                    "the set's count stops there",
     )
     max_timer_samples: int = setting(
         100_000,
         check=at_least(1),
         help="samples one timer keeps per flush interval (count stays exact; drops counted)",
+        client_sees="nothing; count and count_ps stay exact, the other timer stats use the "
+                    "samples kept; drops counted (dropped_timer_samples)",
     )
     repeat_to: list[str] = setting(
         factory=list, help='"host:port" StatsD servers that get the raw lines too (UDP)'
