@@ -341,7 +341,7 @@ def meaning_text(row: Row) -> str:
 
 def _rst_escape(text: str) -> str:
     """Help texts are plain text: keep ``*``, ``_`` and backquotes from meaning markup."""
-    return re.sub(r"([*`|\\]|(?<=\s)_|_(?=\s|$))", r"\\\1", text)
+    return re.sub(r"[*`|\\]|(?<=\s)_|_(?=\W|$)", lambda m: "\\" + m.group(0), text)
 
 
 def _table(header: list[str], rows: list[list[str]], widths: str) -> list[str]:
