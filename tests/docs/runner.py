@@ -4,11 +4,11 @@ A page marks what is run with Sphinx's ``:class:`` option on ``code-block``:
 
 * ``:class: tested`` on a block with a ``:caption:`` writes the block to that
   file (``obsd.toml``, ``app.py``, ``/etc/rsyslog.d/60-obsd.conf``);
-* ``:class: tested`` on a ``console`` block runs each ``$`` command with bash
-  and waits for it to exit 0.  Lines under a command are its expected output,
-  matched like doctest's ELLIPSIS (``...`` matches anything); a command with
-  expected output is retried until it matches (events arrive asynchronously),
-  for at most ``EVENTUALLY`` seconds;
+* ``:class: tested`` on a ``console`` block runs each ``$`` command with bash;
+  it must exit 0.  Lines under a command are its expected output, matched like
+  doctest's ELLIPSIS (``...`` matches anything); a command with expected output
+  is retried until it exits 0 and matches (events arrive asynchronously), for at
+  most ``EVENTUALLY`` seconds;
 * ``:class: tested daemon`` starts each command in the background, as a reader
   starts it in a terminal of its own, and waits until it says it is ready.
   Starting the same command again stops the running one first (the page's
@@ -223,9 +223,7 @@ class PageRun:
                 capture_output=True, text=True, timeout=60, check=False,
             )
             output = done.stdout + done.stderr
-            if not command.expected and done.returncode == 0:
-                return
-            if command.expected and matches(expected, output):
+            if done.returncode == 0 and (not command.expected or matches(expected, output)):
                 return
             if time.monotonic() >= deadline:
                 raise AssertionError(

@@ -96,3 +96,33 @@ class TestSyslogTarget:
             for proc in started:
                 stop_process(proc)
         assert "stand-in for: sudo systemctl restart rsyslog" in run.transcript
+
+
+class TestGunicornStatsd:
+    def test_page_runs(self, tmp_path: Path) -> None:
+        """gunicorn's --statsd-host metrics reach obsd's StatsD input and are flushed as metrics."""
+        need("curl")
+        PageRun(HOWTO / "gunicorn-statsd.rst", tmp_path, substitutions=ports(8125, 8000)).run()
+
+
+class TestSentryDsn:
+    def test_page_runs(self, tmp_path: Path) -> None:
+        """sentry-sdk and raven scripts with the page's DSN report to obsd, and the events arrive."""
+        PageRun(HOWTO / "sentry-dsn.rst", tmp_path, substitutions=ports(9000)).run()
+
+
+class TestElasticsearch:
+    def test_page_runs(self, tmp_path: Path, es_node: EsNode) -> None:
+        """A syslog line sent with logger is found in the real node with the page's search."""
+        need("logger")
+        need("curl")
+        substitutions = {**ports(5514), "9200": str(es_node.http_port)}
+        PageRun(HOWTO / "elasticsearch.rst", tmp_path, substitutions=substitutions).run()
+
+
+class TestCentralTier:
+    def test_page_runs(self, tmp_path: Path) -> None:
+        """A log line and a StatsD counter sent to the agent arrive in central's file."""
+        need("logger")
+        need("nc")
+        PageRun(HOWTO / "central-tier.rst", tmp_path, substitutions=ports(5514, 8125, 9443)).run()
