@@ -23,9 +23,9 @@ from typing import Any, Literal, get_args, get_origin
 import attrs
 
 # Every import of obsd's schema is here, so a moved module is one edit.
-from obsd import config as model
+from obsd.config import model
 from obsd import registry
-from obsd.schema import FieldDoc, describe_fields
+from obsd.config.schema import FieldDoc, describe_fields
 
 #: Settings whose names say they bound something: the "Limits" page lists them all.
 LIMIT_NAME = re.compile(r"^max_|_max$|_timeout$|_size$|_bytes$|_window$")
