@@ -22,9 +22,10 @@ from typing import Any, Literal, get_args, get_origin
 
 import attrs
 
+from obsd import registry
+
 # Every import of obsd's schema is here, so a moved module is one edit.
 from obsd.config import model
-from obsd import registry
 from obsd.config.schema import FieldDoc, describe_fields
 
 #: Settings whose names say they bound something: the "Limits" page lists them all.

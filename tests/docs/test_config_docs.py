@@ -21,7 +21,7 @@ from obsd.errors import ConfigError
 from tests.docs.runner import DOCS, ROOT, blocks
 
 sys.path.insert(0, str(DOCS / "_ext"))
-import obsd_reference  # noqa: E402
+import obsd_reference
 
 README = (ROOT / "README.rst").read_text()
 EXAMPLE = tomllib.loads((ROOT / "examples" / "obsd.toml").read_text())
@@ -182,7 +182,7 @@ def test_underlines_belong_to_titles(page: Path) -> None:
             continue
         title = lines[i - 1]
         before = lines[i - 2] if i >= 2 else ""
-        if before.strip() and before != line or len(title.rstrip()) > len(line):
+        if (before.strip() and before != line) or len(title.rstrip()) > len(line):
             bad.append(f"line {i + 1}: {line!r} under {title!r}")
     assert bad == []
 
