@@ -205,7 +205,7 @@ class PageRun:
         path.write_text(self.substitute(block.text))
         self.transcript.append(f"wrote {path}")
 
-    def run_command(self, command: Command, *, daemon: bool, block: Block) -> None:
+    def run_command(self, command: Command, *, daemon: bool, block: Block | None) -> None:
         if command.text in self.stand_ins:
             self.transcript.append(f"stand-in for: {command.text}")
             self.stand_ins[command.text](self)
@@ -227,7 +227,7 @@ class PageRun:
                 return
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"{self.page.name}:{block.line}: {text!r} exited {done.returncode}, "
+                    f"{self.page.name}:{block.line if block else '?'}: {text!r} exited {done.returncode}, "
                     f"printed:\n{output}\nexpected:\n{expected or '(exit 0)'}\n{self.logs()}"
                 )
             time.sleep(0.2)
