@@ -72,10 +72,18 @@ class Config(ListeningInputConfig):
         False, help="DogStatsD tags become Graphite tagged series name;k=v (else dropped)"
     )
     delete_idle_stats: bool = setting(False, help="default for the four delete_* options")
-    delete_counters: bool | None = setting(None, help="drop idle counters (else send 0)")
-    delete_timers: bool | None = setting(None, help="drop idle timers (else count 0)")
-    delete_gauges: bool | None = setting(None, help="drop idle gauges (else resend)")
-    delete_sets: bool | None = setting(None, help="drop idle sets (else count 0)")
+    delete_counters: bool | None = setting(
+        None, help="drop idle counters (else send 0); unset: delete_idle_stats decides"
+    )
+    delete_timers: bool | None = setting(
+        None, help="drop idle timers (else count 0); unset: delete_idle_stats decides"
+    )
+    delete_gauges: bool | None = setting(
+        None, help="drop idle gauges (else resend); unset: delete_idle_stats decides"
+    )
+    delete_sets: bool | None = setting(
+        None, help="drop idle sets (else count 0); unset: delete_idle_stats decides"
+    )
     gauges_max_ttl: int = setting(
         1, check=at_least(1), help="flushes a gauge stays idle before delete_gauges drops it"
     )
