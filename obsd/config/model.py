@@ -66,9 +66,8 @@ class DaemonConfig:
         0,
         check=at_least(0),
         help="RSS ceiling in bytes: near it inputs are paused (503 on HTTP); 0: no ceiling",
-        client_sees="near the ceiling stream senders are paused (their writes wait), HTTP senders "
-                    "get 503 with Retry-After and UDP datagrams wait in the kernel, until RSS is "
-                    "under 80 %",
+        client_sees="at 90 % of it stream senders are paused (their writes wait) and HTTP "
+                    "senders get 503 with Retry-After, until RSS is under 80 %; UDP is still read",
     )
     metrics_interval: float = setting(
         60.0,
