@@ -44,10 +44,10 @@ class TestTryIt:
             for line in lines:
                 run.run_command(Command(line, ""), daemon=False, block=None)
             for text in (
-                '"event": "hello from logger"',
-                '"event": "hello from sentry-sdk"',
-                '"event": "hello from raven"',
-                '"event": "stats_counts.x"',  # flushed after 10 s
+                '"event":"hello from logger"',
+                '"event":"hello from sentry-sdk"',
+                '"event":"hello from raven"',
+                '"event":"stats_counts.x"',  # flushed after 10 s
             ):
                 command = f"grep -m1 -o '{text}' obsd-data/events.jsonl"
                 run.run_command(Command(command, text), daemon=False, block=None)
