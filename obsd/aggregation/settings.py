@@ -43,10 +43,18 @@ class StatsdSettings:
         "(else series are keyed by name and carry the tags all their samples shared)",
     )
     delete_idle_stats: bool = setting(False, help="default for the four delete_* options")
-    delete_counters: bool | None = setting(None, help="drop idle counters (else send 0)")
-    delete_timers: bool | None = setting(None, help="drop idle timers (else count 0)")
-    delete_gauges: bool | None = setting(None, help="drop idle gauges (else resend)")
-    delete_sets: bool | None = setting(None, help="drop idle sets (else count 0)")
+    delete_counters: bool | None = setting(
+        None, help="drop idle counters (else send 0); unset: delete_idle_stats decides"
+    )
+    delete_timers: bool | None = setting(
+        None, help="drop idle timers (else count 0); unset: delete_idle_stats decides"
+    )
+    delete_gauges: bool | None = setting(
+        None, help="drop idle gauges (else resend); unset: delete_idle_stats decides"
+    )
+    delete_sets: bool | None = setting(
+        None, help="drop idle sets (else count 0); unset: delete_idle_stats decides"
+    )
     gauges_max_ttl: int = setting(
         1, check=at_least(1), help="flushes a gauge stays idle before delete_gauges drops it"
     )
@@ -63,20 +71,33 @@ class StatsdSettings:
         factory=list, help="timer stats to keep (mean, upper, mean_percent...); empty: all"
     )
     max_metrics: int = setting(
-        200_000, check=at_least(1), help="series held at most between flushes (drops counted)"
+        200_000,
+        check=at_least(1),
+        help="series held at most between flushes (drops counted)",
+        client_sees="nothing (UDP has no answer); samples of new series are dropped until the "
+        "next flush and counted (dropped_metrics)",
     )
     max_set_size: int = setting(
-        100_000, check=at_least(1), help="members one set holds at most (drops counted)"
+        100_000,
+        check=at_least(1),
+        help="members one set holds at most (drops counted)",
+        client_sees="nothing; further members are dropped and counted (dropped_set_members), so "
+        "the set's count stops there",
     )
     max_timer_samples: int = setting(
         100_000,
         check=at_least(1),
         help="samples one timer keeps per flush interval (count stays exact; drops counted)",
+        client_sees="nothing; count and count_ps stay exact, the other timer stats use the "
+        "samples kept (mode = partials: a uniform sample; sum, mean, upper and lower stay "
+        "exact too); drops counted (dropped_timer_samples)",
     )
     max_name_length: int = setting(
         DEFAULT_MAX_NAME_LENGTH,
         check=at_least(1),
         help="characters in a metric name at most; longer names are bad lines",
+        client_sees="nothing (UDP has no answer); the line is dropped and counted as a bad line "
+        "(bad_lines_seen) with the reason logged, throttled",
     )
 
     @property

@@ -53,6 +53,9 @@ class SendResult:
     retry_reason: str = ""
     #: a destination's own "come back after" (Retry-After), overriding backoff
     retry_after: float | None = None
+    #: records the destination asks to hold back until a time (a rate limit), with what
+    #: to send then (None: the record itself); they stay queued, so a spool keeps them
+    held: list[tuple[int, float, bytes | None]] = attrs.field(factory=list)
 
 
 class Destination(Protocol):
@@ -144,6 +147,13 @@ class DeliveryQueue:
         self.leftovers: list[bytes] = []
         #: a memory queue sending what the last run left: a disk buffer until delivered
         self._replaying = False
+        #: (until, record, token) held back for a destination's rate limit, in hold order;
+        #: taken from the buffer but never acked, so a disk buffer's spool keeps them
+        self._held: list[tuple[float, bytes, Any]] = []
+        self._release_call: IDelayedCall | None = None
+        #: how many records may wait in the held state; past it the oldest is dead-lettered
+        self.max_held = config.buffer.max_events
+        self._held_dropped = tel.counter(f"{prefix}.dropped.rate_limited")
         self._log = get_logger(f"obsd.output.{output_name}")
 
     def _make_buffer(self, buf: BufferConfig) -> BoundedBuffer | DiskBuffer:
@@ -386,6 +396,8 @@ class DeliveryQueue:
 
     def _sent_ok(self, result: SendResult | None, d: defer.Deferred[Any]) -> None:
         batch, token = self._in_flight.pop(d)
+        if result is not None and result.held:
+            batch, token = self._park(batch, token, result)
         if result is None or (not result.retry and not result.rejected):
             self._sent.inc(len(batch))
             self.buffer.ack(token)
@@ -409,6 +421,61 @@ class DeliveryQueue:
         self._kick()
         self._check_drained()
         self._end_replay()
+
+    def _park(
+        self, batch: list[bytes], token: Any, result: SendResult
+    ) -> tuple[list[bytes], Any]:
+        """Move the held records of an answered batch to the held state.
+
+        Returns the rest of the batch (and token), with ``result``'s indices renumbered.
+        """
+        held = {index: (until, replacement) for index, until, replacement in result.held}
+        rest = [i for i in range(len(batch)) if i not in held]
+        for index, (until, replacement) in held.items():
+            element = token[index] if token is not None else None
+            self._held.append((until, replacement or batch[index], element))
+        while len(self._held) > self.max_held:
+            _until, record, element = self._held.pop(0)  # the longest held
+            self._held_dropped.inc()
+            self._reject(record, "rate-limit hold list full")
+            if element is not None:
+                self.buffer.ack([element])
+        renumber = {old: new for new, old in enumerate(rest)}
+        result.retry = [renumber[i] for i in result.retry if i in renumber]
+        result.rejected = [(renumber[i], r) for i, r in result.rejected if i in renumber]
+        result.held = []
+        self._schedule_release()
+        new_token = [token[i] for i in rest] if token is not None else None
+        return [batch[i] for i in rest], new_token
+
+    @property
+    def held(self) -> int:
+        """Records waiting for a destination's rate limit to end."""
+        return len(self._held)
+
+    def _schedule_release(self) -> None:
+        if self._release_call is not None and self._release_call.active():
+            self._release_call.cancel()
+        self._release_call = None
+        if self._held and not self._draining:
+            delay = max(0.0, min(item[0] for item in self._held) - self._clock.seconds())
+            self._release_call = self._clock.callLater(delay, self._release)
+
+    def _release(self) -> None:
+        """Held records whose time has come go back to the front of the queue."""
+        if self._release_call is not None and self._release_call.active():
+            self._release_call.cancel()  # called directly (at drain), not by the timer
+        self._release_call = None
+        now = self._clock.seconds()
+        due = [item for item in self._held if item[0] <= now]
+        self._held = [item for item in self._held if item[0] > now]
+        if due:
+            tokens: Any = [element for _u, _r, element in due]
+            self.buffer.give_back(
+                [record for _u, record, _e in due], tokens if tokens[0] is not None else None
+            )
+            self._kick()
+        self._schedule_release()
 
     def _sent_failed(self, failure: Failure, d: defer.Deferred[Any]) -> None:
         batch, token = self._in_flight.pop(d)
@@ -513,6 +580,7 @@ class DeliveryQueue:
             "queued_bytes": self.buffer.bytes,
             "spool_bytes": getattr(self.buffer, "disk_bytes", 0),
             "in_flight": sum(len(batch) for batch, _token in self._in_flight.values()),
+            "held": len(self._held),
             "failures_in_row": self.failures_in_row,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
@@ -527,6 +595,8 @@ class DeliveryQueue:
         """
         self._draining = True
         self._drained = defer.Deferred()
+        if self._held:
+            self._release()  # what a rate limit no longer holds goes out with the rest
         if self._backoff is not None and timeout > 0:
             # a destination that failed gets one more chance within the deadline
             self._backoff.cancel()
@@ -575,7 +645,15 @@ class DeliveryQueue:
             d.cancel()
 
     def _finish(self) -> None:
-        for attr in ("_timer", "_backoff", "_deadline_call"):
+        if self._held and not self.buffer.durable:
+            self.leftovers.extend(record for _until, record, _element in self._held)
+            self._log.info(
+                "records held for a rate limit are kept for the next run",
+                output=self.name, held=len(self._held),
+            )
+        # a disk buffer never acked them: its spool keeps them for the next run
+        self._held = []
+        for attr in ("_timer", "_backoff", "_deadline_call", "_release_call"):
             call = getattr(self, attr, None)
             if call is not None and call.active():
                 call.cancel()

@@ -54,7 +54,9 @@ class Config(ListeningInputConfig, StatsdSettings):
     """``[inputs.statsd]``: the aggregation settings (``StatsdSettings``) and the input's own."""
 
     receive_buffer_bytes: int = setting(
-        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it"
+        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it",
+        client_sees="nothing (UDP has no answer); a larger buffer means fewer datagrams dropped "
+                    "by the kernel in bursts",
     )
     repeat_to: list[str] = setting(
         factory=list, help='"host:port" StatsD servers that get the raw lines too (UDP)'
