@@ -23,7 +23,7 @@ class Options(usage.Options):
     longdesc = (
         "Run obsd: StatsD, syslog and Sentry in; Elasticsearch, Graphite, Sentry, "
         "file and console out. Without --config, the embedded default config runs "
-        "(everything on 127.0.0.1). Check a config with: python -m obsd check-config PATH"
+        "(everything on 127.0.0.1). Check a config with: obsd check-config PATH"
     )
     optParameters = [
         ["config", "c", None, "Path to the TOML config (default: the embedded config)."],

@@ -22,6 +22,7 @@ from twisted.python.lockfile import FilesystemLock
 from obsd import events, registry
 from obsd.config import (
     ObsdConfig,
+    config_warnings,
     load_processor,
     output_accepts,
     output_default_kinds,
@@ -168,6 +169,8 @@ class ObsdService(MultiService):
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
         super().startService()
+        for warning in config_warnings(self.config):
+            self.log.warning(warning)
         self.log.info(
             "obsd started",
             config=self.config.path or "(embedded default)",
