@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from obsd.config import config_warnings, load_config, load_default, summary
+from obsd.config.model import config_warnings, load_config, load_default, summary
 from obsd.errors import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:9000"
@@ -23,7 +23,7 @@ DEFAULT_URL = "http://127.0.0.1:9000"
 
 def check_config(path: str | None, bind_test: bool = False) -> int:
     """Print a summary (exit 0) or every problem (exit 1)."""
-    from obsd.preflight import bind_problems, file_problems
+    from obsd.cli.preflight import bind_problems, file_problems
 
     try:
         config = load_config(path) if path else load_default()
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None, prog: str = "obsd") -> int:
     if args.command == "check-config":
         return check_config(args.path or args.config, args.bind_test)
     if args.command == "tail":
-        from obsd.tailcli import run_tail
+        from obsd.cli.tail import run_tail
 
         return run_tail(args.url, args.match)
     if args.command == "top":
