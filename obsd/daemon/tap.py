@@ -61,5 +61,6 @@ def makeService(options: Options) -> Any:
     service.reloader.install_signal = True  # SIGHUP re-reads the config
     parent = getattr(options, "parent", None)
     fmt = config.daemon.log_format
-    service.log_observer_factory = lambda: make_observer(parent, fmt)
+    level = config.daemon.log_level
+    service.log_observer_factory = lambda: make_observer(parent, fmt, level)
     return service
