@@ -7,13 +7,13 @@ site-packages, so ``twistd obsd`` works.  A modern editable wheel
 checkout; the checkout is not on ``sys.path``, so twistd never sees the plugin
 and says "Unknown command: obsd".
 
-This backend adds the plugin file itself to the editable wheel, next to
-Twisted's own plugins, exactly where a regular install puts it.  The plugin is
-one lazy ``ServiceMaker`` line that imports nothing of obsd; everything it
-names (``obsd.tap``) is still loaded from the checkout through the finder, so
-edits take effect at once.  Only an edit of the plugin file itself needs the
-``pip install -e .`` again.  No ``.pth`` file and no ``editable_mode`` setting
-are involved, and ``pip uninstall obsd`` removes the file (it is in RECORD).
+This backend adds a plugin file to the editable wheel, next to Twisted's own
+plugins, exactly where a regular install puts ``obsd_plugin.py``.  That file
+runs the checkout's ``twisted/plugins/obsd_plugin.py`` (one lazy
+``ServiceMaker`` line), so an edit of the plugin in the checkout (a moved
+``obsd.daemon.tap``, say) counts at once, as every other edit does through the
+finder.  No ``.pth`` file and no ``editable_mode`` setting are involved, and
+``pip uninstall obsd`` removes the file (it is in RECORD).
 """
 
 from __future__ import annotations
@@ -47,8 +47,18 @@ def build_editable(
 ) -> str:
     """setuptools' editable wheel, with the twistd plugin added as a real file."""
     name = _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
-    add_file(Path(wheel_directory, name), PLUGIN, (ROOT / PLUGIN).read_bytes())
+    add_file(Path(wheel_directory, name), PLUGIN, editable_plugin(ROOT / PLUGIN))
     return str(name)
+
+
+def editable_plugin(source: Path) -> bytes:
+    """The installed plugin of an editable install: it runs the checkout's plugin file."""
+    return (
+        '"""twistd\'s entry for obsd, installed by pip install -e: runs the checkout\'s plugin."""\n'
+        "from pathlib import Path as _Path\n\n"
+        f"_SOURCE = _Path({str(source)!r})\n"
+        'exec(compile(_SOURCE.read_text(encoding="utf-8"), str(_SOURCE), "exec"))\n'
+    ).encode()
 
 
 def _record_hash(data: bytes) -> str:
