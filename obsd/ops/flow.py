@@ -46,12 +46,16 @@ def build_flow(
     default_kinds: Mapping[str, Sequence[str]],
     counters: Mapping[str, float],
     rates: Mapping[str, float],
+    gauges: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The flow document (``/status``'s ``flow``).
 
     ``inputs``/``outputs`` are ``/status``'s sections (``counters``, ``gauges``,
     ``state``); ``rates`` are per-second rates over the sampler's window up to
-    ``at``, keyed by full counter name; ``routes`` are ``(match, outputs)`` pairs.
+    ``at``, keyed by full counter name; ``gauges`` are the queue depths as of
+    ``at`` (the sections' live values when not given); ``routes`` are
+    ``(match, outputs)`` pairs.  Rates and queue depths change only at a sample,
+    so every reader between two samples sees the same picture.
     """
     nodes_in = []
     for name, part in inputs.items():
@@ -76,7 +80,9 @@ def build_flow(
                 "state": part.get("state", ""),
                 "sent": counters.get(f"obsd.output.{name}.sent", 0),
                 "rate": rates.get(f"obsd.output.{name}.sent", 0.0),
-                "queued": part.get("gauges", {}).get("queued", 0),
+                "queued": (gauges or {}).get(
+                    f"obsd.output.{name}.queued", part.get("gauges", {}).get("queued", 0)
+                ),
                 "errors": part.get("errors", 0),
             }
         )

@@ -53,6 +53,8 @@ class RateSampler(Service):
         self._loop: LoopingCall | None = None
         #: called after each copy (the history takes its sample then)
         self.on_sample: list[Callable[[], None]] = []
+        #: the gauges (queue depths) as of the newest copy
+        self.sampled_gauges: dict[str, float] = {}
 
     @property
     def window(self) -> float:
@@ -74,8 +76,15 @@ class RateSampler(Service):
     def sample(self) -> None:
         """Copy every counter now (the oldest copy falls off the window)."""
         self._samples.append((self.clock.seconds(), self.telemetry.counters()))
+        self.sampled_gauges = self.telemetry.gauges()
         for hook in self.on_sample:
             hook()
+
+    def sampled_span(self) -> float:
+        """Seconds between the oldest and the newest kept copy (what sampled rates cover)."""
+        if len(self._samples) < 2:
+            return 0.0
+        return float(self._samples[-1][0] - self._samples[0][0])
 
     def sampled_rates(self, last_interval: bool = False) -> tuple[float | None, dict[str, float]]:
         """Rates between kept copies, and the time of the newest copy.
@@ -199,8 +208,8 @@ class StatusReport:
             if name in outputs
         }
         return build_flow(
-            at, self.sampler.window, inputs, outputs, routes, kinds,
-            self.service.telemetry.counters(), rates,
+            at, self.sampler.sampled_span(), inputs, outputs, routes, kinds,
+            self.service.telemetry.counters(), rates, self.sampler.sampled_gauges,
         )
 
     def listeners(self) -> list[dict[str, Any]]:
