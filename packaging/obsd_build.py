@@ -54,7 +54,7 @@ def build_editable(
 def editable_plugin(source: Path) -> bytes:
     """The installed plugin of an editable install: it runs the checkout's plugin file."""
     return (
-        '"""twistd\'s entry for obsd, installed by pip install -e: runs the checkout\'s plugin."""\n'
+        '"""twistd\'s entry for obsd (pip install -e): runs the checkout\'s plugin."""\n'
         "from pathlib import Path as _Path\n\n"
         f"_SOURCE = _Path({str(source)!r})\n"
         'exec(compile(_SOURCE.read_text(encoding="utf-8"), str(_SOURCE), "exec"))\n'
