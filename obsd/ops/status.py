@@ -291,6 +291,9 @@ class StatusReport:
         inputs, outputs = self._sections(self.sampler.rates(), self.listeners())
         at, sampled = self.sampler.sampled_rates()
         return {
+            "orphan_spools": {
+                str(path): size for path, size in getattr(service, "orphan_spools", {}).items()
+            },
             "uptime": service.reactor.seconds() - self.started,
             "ready": self.readiness()["status"] == "ok",
             "rate_window": self.sampler.window,
