@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from obsd.cli.tail import DEFAULT_URL
 from obsd.config.model import config_warnings, load_config, load_default, summary
 from obsd.errors import ConfigError
-
-DEFAULT_URL = "http://127.0.0.1:9000"
 
 
 def check_config(path: str | None, bind_test: bool = False) -> int:

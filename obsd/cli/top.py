@@ -17,7 +17,6 @@ import urllib.request
 from collections.abc import Mapping
 from typing import IO, Any
 
-DEFAULT_URL = "http://127.0.0.1:9000"
 #: ANSI: cursor home, clear to the end of the screen
 _REDRAW = "\x1b[H\x1b[J"
 

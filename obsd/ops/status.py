@@ -193,7 +193,7 @@ class StatusReport:
     def take_history(self) -> None:
         """One history sample: rates over the last interval, queue depths now."""
         at, rates = self.sampler.sampled_rates(last_interval=True)
-        inputs, outputs = self._sections({}, {})
+        inputs, outputs = self._sections({})
         self.history.record(at or 0.0, history_values(self.flow(at, rates, inputs, outputs)))
 
     def flow(
@@ -244,14 +244,14 @@ class StatusReport:
         }
 
     def _sections(
-        self, rates: Mapping[str, float], listened: Any
+        self, rates: Mapping[str, float], listeners: list[dict[str, Any]] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``/status``'s inputs and outputs sections."""
+        """``/status``'s inputs and outputs sections (with ``listeners`` when given)."""
         service = self.service
         telemetry: Telemetry = service.telemetry
         counters = telemetry.counters()
         gauges = telemetry.gauges()
-        listeners = listened or []
+        listeners = listeners or []
         inputs: dict[str, Any] = {}
         for name, cfg in service.config.inputs.items():
             prefix = f"obsd.input.{name}."
