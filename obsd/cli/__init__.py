@@ -1,0 +1,1 @@
+"""The ``obsd`` command: run, check-config, tail and top (see ``obsd.cli.main``)."""

@@ -514,6 +514,15 @@ def load_default(env: Mapping[str, str] | None = None) -> ObsdConfig:
     return parse_config(tomllib.loads(default_config_text()), env=env)
 
 
+#: said by check-config and logged at start when a config has no inputs
+NO_INPUTS = "no inputs configured: obsd will receive nothing"
+
+
+def config_warnings(config: ObsdConfig) -> list[str]:
+    """What a config allows but its author probably did not mean."""
+    return [] if config.inputs else [NO_INPUTS]
+
+
 def summary(config: ObsdConfig) -> str:
     """A readable account of what a config does; secrets shown as ``***``."""
     lines = [f"config: {config.path or '(embedded default)'}"]

@@ -23,7 +23,7 @@ class Options(usage.Options):
     longdesc = (
         "Run obsd: StatsD, syslog and Sentry in; Elasticsearch, Graphite, Sentry, "
         "file and console out. Without --config, the embedded default config runs "
-        "(everything on 127.0.0.1). Check a config with: python -m obsd check-config PATH"
+        "(everything on 127.0.0.1). Check a config with: obsd check-config PATH"
     )
     optParameters = [
         ["config", "c", None, "Path to the TOML config (default: the embedded config)."],
@@ -61,5 +61,6 @@ def makeService(options: Options) -> Any:
     service.reloader.install_signal = True  # SIGHUP re-reads the config
     parent = getattr(options, "parent", None)
     fmt = config.daemon.log_format
-    service.log_observer_factory = lambda: make_observer(parent, fmt)
+    level = config.daemon.log_level
+    service.log_observer_factory = lambda: make_observer(parent, fmt, level)
     return service

@@ -22,6 +22,7 @@ from twisted.python.lockfile import FilesystemLock
 from obsd import events, registry
 from obsd.config.model import (
     ObsdConfig,
+    config_warnings,
     load_processor,
     output_accepts,
     output_default_kinds,
@@ -30,7 +31,7 @@ from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.delivery.leftovers import find_orphans
 from obsd.delivery.memoryguard import MemoryGuard
-from obsd.net.endpoints import STREAM_TYPES, parse_listener
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
 from obsd.net.listeners import ListenerService
 from obsd.net.web import HttpRoot, make_site
 from obsd.ops.log import get_logger
@@ -85,17 +86,23 @@ class InputContext:
         datagram: Any = None,
         max_packet_size: int = 65536,
     ) -> list[ListenerService]:
-        """One listening service per endpoint string (stream ones get ``factory``)."""
+        """One listening service per endpoint string (stream ones get ``factory``).
+
+        A ``systemd:`` socket may be either, so it gets both (when the input takes
+        datagrams) and uses the one that fits the socket it is handed.
+        """
         services = []
+        takes_datagrams = bool(allowed & DATAGRAM_TYPES)
         for description in descriptions:
             listener = parse_listener(description, allowed)
+            either = listener.type == "systemd" and takes_datagrams
             services.append(
                 ListenerService(
                     self.name,
                     listener,
                     self.reactor,
                     factory=None if listener.is_datagram else factory,
-                    datagram=datagram if listener.is_datagram else None,
+                    datagram=datagram if listener.is_datagram or either else None,
                     max_packet_size=max_packet_size,
                 )
             )
@@ -174,6 +181,8 @@ class ObsdService(MultiService):
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
         super().startService()
+        for warning in config_warnings(self.config):
+            self.log.warning(warning)
         self.report_orphan_spools()
         self.log.info(
             "obsd started",

@@ -2,10 +2,13 @@
 
 Stream listeners are Twisted endpoint strings (``tcp:5514:interface=127.0.0.1``,
 ``ssl:6514:privateKey=k.pem:certKey=c.pem``, ``unix:/run/obsd.sock``,
-``systemd:domain=INET:index=0``); ``ssl:`` also takes obsd's ``clientCA=ca.pem``,
+``systemd:name=syslog-udp``); ``ssl:`` also takes obsd's ``clientCA=ca.pem``,
 which makes the listener require client certificates signed by that CA (Twisted's
 string syntax has no such option).  Datagrams have no Twisted endpoint, so obsd
-adds ``udp:PORT[:interface=ADDR]`` and ``unixgram:PATH``.  ``Listener`` is what
+adds ``udp:PORT[:interface=ADDR]`` and ``unixgram:PATH``.  ``systemd:`` takes a
+socket systemd passed, by ``name=`` (``FileDescriptorName=``) or ``index=``, stream
+or datagram alike (``obsd.net.systemd`` reads which from the socket); inputs that
+take datagrams accept it for UDP and unix datagram sockets too.  ``Listener`` is what
 config checks (port conflicts) and topology (which Twisted call to make) need.
 """
 
@@ -110,9 +113,12 @@ def parse_listener(description: str, allowed: frozenset[str]) -> Listener:
                 raise ValueError("a socket path is required")
             listener = Listener(description, kind, "unix", path, 0, kwargs)
         else:  # systemd
-            if kwargs.get("domain") not in ("INET", "INET6", "UNIX"):
-                raise ValueError("systemd listeners need domain=INET, INET6 or UNIX")
-            int(kwargs.get("index", "x"))
+            if kwargs.get("domain", "INET") not in ("INET", "INET6", "UNIX"):
+                raise ValueError("domain= must be INET, INET6 or UNIX")
+            if ("name" in kwargs) == ("index" in kwargs):
+                raise ValueError("give the socket's name= (FileDescriptorName) or its index=")
+            if "index" in kwargs and int(kwargs["index"]) < 0:
+                raise ValueError("index= counts from 0")
             listener = Listener(description, kind, "systemd", "", 0, kwargs)
     except ValueError as exc:
         raise ValueError(f"bad endpoint {description!r}: {exc}") from None

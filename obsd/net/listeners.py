@@ -1,4 +1,4 @@
-"""Services that listen: stream endpoints, UDP and unix datagram sockets.
+"""Services that listen: stream endpoints, UDP and unix datagram sockets, systemd's sockets.
 
 They bind in ``privilegedStartService``, so twistd's ``--uid/--gid`` drop
 privileges only after ports such as 514 are bound, and a port that cannot be
@@ -75,7 +75,14 @@ class ListenerService(Service):
     def _listen(self) -> None:
         listener = self.listener
         try:
-            if listener.type == "udp":
+            if listener.type == "systemd":
+                from obsd.net.systemd import adopt
+
+                self.port = adopt(
+                    self.reactor, listener.options, self.factory, self.datagram,
+                    self.max_packet_size,
+                )
+            elif listener.type == "udp":
                 assert self.datagram is not None
                 self.port = self.reactor.listenUDP(
                     listener.port,

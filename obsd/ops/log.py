@@ -5,7 +5,11 @@
 dict, and ``ObsdLogObserver`` (installed as twistd's log observer) writes it as
 one JSON line, or console-rendered on a TTY.  Twisted's own events (twistd
 start-up, listener messages, unhandled errors) go through the same observer, so
-every line in the log has one shape, also when daemonised.
+every line in the log has one shape, also when daemonised.  Twisted's
+per-connection chatter ("Starting factory <_HTTP11ClientFactory ...>",
+"Stopping protocol ...": one pair per outgoing HTTP connection or UDP port) is
+demoted to debug, and the observer drops Twisted's events below the configured
+level, so an info log says what obsd does, not what its libraries do.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ _LEVELS = {
     "critical": LogLevel.critical,
 }
 _PY_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+#: Twisted's lifecycle lines for every factory and protocol: debug, not info
+_CHATTER = ("Starting factory ", "Stopping factory ", "Starting protocol ", "Stopping protocol ")
 _TWISTED_LEVEL_NAMES = {
     LogLevel.debug: "debug",
     LogLevel.info: "info",
@@ -108,8 +114,9 @@ def render_json(event: dict[str, Any]) -> str:
 class ObsdLogObserver:
     """Write every log event as one JSON line (or console-rendered) to ``stream``."""
 
-    def __init__(self, stream: IO[str], fmt: str = "auto") -> None:
+    def __init__(self, stream: IO[str], fmt: str = "auto", level: str = "info") -> None:
         self._stream = stream
+        self._min_level = _PY_LEVELS.get(level, 20)
         if fmt == "auto":
             isatty = getattr(stream, "isatty", None)
             fmt = "console" if isatty is not None and isatty() else "json"
@@ -121,6 +128,8 @@ class ObsdLogObserver:
         obsd_event = event.get("obsd_event")
         if obsd_event is None:
             obsd_event = self._from_twisted(event)
+            if _PY_LEVELS.get(obsd_event["level"], 20) < self._min_level:
+                return
         else:  # event, level, timestamp first: what a reader scans for
             obsd_event = {
                 "event": obsd_event.get("event"),
@@ -139,9 +148,12 @@ class ObsdLogObserver:
     def _from_twisted(event: dict[str, Any]) -> dict[str, Any]:
         level = event.get("log_level", LogLevel.info)
         stamp = datetime.datetime.fromtimestamp(event.get("log_time", time.time()), datetime.UTC)
+        text = formatEvent(event) or ""
         out: dict[str, Any] = {
-            "event": formatEvent(event) or "",
-            "level": _TWISTED_LEVEL_NAMES.get(level, "info"),
+            "event": text,
+            "level": "debug"
+            if text.startswith(_CHATTER)
+            else _TWISTED_LEVEL_NAMES.get(level, "info"),
             "timestamp": stamp.isoformat().replace("+00:00", "Z"),
             "logger": event.get("log_namespace", "twisted"),
         }
@@ -151,7 +163,7 @@ class ObsdLogObserver:
         return out
 
 
-def make_observer(options: Any = None, fmt: str = "auto") -> ObsdLogObserver:
+def make_observer(options: Any = None, fmt: str = "auto", level: str = "info") -> ObsdLogObserver:
     """The observer twistd installs: stdout with ``-n``, else twistd's log file.
 
     ``options`` is twistd's ServerOptions (``nodaemon``, ``logfile``); without them
@@ -168,4 +180,4 @@ def make_observer(options: Any = None, fmt: str = "auto") -> ObsdLogObserver:
                 rotateLength=options.get("rotatelength") or 1_000_000,
                 maxRotatedFiles=options.get("maxrotatedfiles"),
             )
-    return ObsdLogObserver(stream, fmt)
+    return ObsdLogObserver(stream, fmt, level)

@@ -2,18 +2,19 @@
 
 ``/status`` is a scales-like JSON tree: per input and output its counters, their
 rates per second over a sliding window, its last error and when, and (outputs)
-their health.  ``/`` renders the same numbers as a small HTML page that reloads
-itself (a meta refresh: no JavaScript at all), so it reads in any browser and in
-``curl``.  Rates come from a ``RateSampler`` that copies the counters every few
-seconds on the injected clock and keeps a fixed number of copies, never an
-unbounded history.
+their health; ``flow`` (see ``obsd.ops.flow``) holds the picture's nodes and
+edges with rates as of the last sample, and ``history`` the last 15 minutes of
+each component's rate and queue depth (``obsd.ops.history``: a fixed 1,440
+bytes per series).  ``/`` draws it (``obsd.ops.statuspage``: server-rendered
+SVG, a meta refresh, no script and no external asset).  Rates come from a
+``RateSampler`` that copies the counters every few seconds on the injected
+clock and keeps a fixed number of copies, never an unbounded history.
 """
 
 from __future__ import annotations
 
-import html
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from twisted.application.service import IService, Service
@@ -21,16 +22,17 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from obsd.config.model import output_default_kinds, redacted
 from obsd.net.listeners import ListenerService
 from obsd.net.web import JsonResource
+from obsd.ops.flow import build_flow, history_values
+from obsd.ops.history import SAMPLE_INTERVAL, History
 from obsd.ops.selfmetrics import as_tree
+from obsd.ops.statuspage import render_page
 from obsd.ops.telemetry import Telemetry
 
-#: seconds between two copies of the counters, and how far back rates look
-SAMPLE_INTERVAL = 5.0
+#: how far back rates look (copies are taken every SAMPLE_INTERVAL seconds)
 RATE_WINDOW = 60.0
-#: seconds between two reloads of the HTML page
-PAGE_REFRESH = 2
 
 
 class RateSampler(Service):
@@ -49,6 +51,10 @@ class RateSampler(Service):
         keep = max(2, int(window / interval) + 1)
         self._samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=keep)
         self._loop: LoopingCall | None = None
+        #: called after each copy (the history takes its sample then)
+        self.on_sample: list[Callable[[], None]] = []
+        #: the gauges (queue depths) as of the newest copy
+        self.sampled_gauges: dict[str, float] = {}
 
     @property
     def window(self) -> float:
@@ -70,6 +76,32 @@ class RateSampler(Service):
     def sample(self) -> None:
         """Copy every counter now (the oldest copy falls off the window)."""
         self._samples.append((self.clock.seconds(), self.telemetry.counters()))
+        self.sampled_gauges = self.telemetry.gauges()
+        for hook in self.on_sample:
+            hook()
+
+    def sampled_span(self) -> float:
+        """Seconds between the oldest and the newest kept copy (what sampled rates cover)."""
+        if len(self._samples) < 2:
+            return 0.0
+        return float(self._samples[-1][0] - self._samples[0][0])
+
+    def sampled_rates(self, last_interval: bool = False) -> tuple[float | None, dict[str, float]]:
+        """Rates between kept copies, and the time of the newest copy.
+
+        Over the whole kept window by default, or over the last interval only; these
+        change only when a copy is taken, so two readers between copies agree.
+        """
+        if not self._samples:
+            return None, {}
+        now, newest = self._samples[-1]
+        if len(self._samples) < 2:
+            return now, dict.fromkeys(newest, 0.0)
+        then, old = self._samples[-2] if last_interval else self._samples[0]
+        elapsed = now - then
+        if elapsed <= 0:
+            return now, dict.fromkeys(newest, 0.0)
+        return now, {n: (v - old.get(n, 0)) / elapsed for n, v in newest.items()}
 
     def span(self) -> float:
         """Seconds the rates cover now (less than the window while it fills)."""
@@ -155,6 +187,30 @@ class StatusReport:
         self.service = service
         self.sampler = sampler
         self.started = service.reactor.seconds()
+        self.history = History()
+        sampler.on_sample.append(self.take_history)
+
+    def take_history(self) -> None:
+        """One history sample: rates over the last interval, queue depths now."""
+        at, rates = self.sampler.sampled_rates(last_interval=True)
+        inputs, outputs = self._sections({})
+        self.history.record(at or 0.0, history_values(self.flow(at, rates, inputs, outputs)))
+
+    def flow(
+        self, at: float | None, rates: dict[str, float], inputs: Any, outputs: Any
+    ) -> dict[str, Any]:
+        """The flow document for these rates (see ``obsd.ops.flow``)."""
+        config = self.service.config
+        routes = [(redacted(r.match), r.outputs) for r in config.routes]
+        kinds = {
+            name: sorted(output_default_kinds(cfg))
+            for name, cfg in config.outputs.items()
+            if name in outputs
+        }
+        return build_flow(
+            at, self.sampler.sampled_span(), inputs, outputs, routes, kinds,
+            self.service.telemetry.counters(), rates, self.sampler.sampled_gauges,
+        )
 
     def listeners(self) -> list[dict[str, Any]]:
         """Every listener: whose, where, and whether it is bound."""
@@ -187,14 +243,15 @@ class StatusReport:
             "outputs": outputs,
         }
 
-    def status(self) -> dict[str, Any]:
-        """The whole scales-like tree: uptime, inputs, outputs, every metric."""
+    def _sections(
+        self, rates: Mapping[str, float], listeners: list[dict[str, Any]] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``/status``'s inputs and outputs sections (with ``listeners`` when given)."""
         service = self.service
         telemetry: Telemetry = service.telemetry
         counters = telemetry.counters()
         gauges = telemetry.gauges()
-        rates = self.sampler.rates()
-        listeners = self.listeners()
+        listeners = listeners or []
         inputs: dict[str, Any] = {}
         for name, cfg in service.config.inputs.items():
             prefix = f"obsd.input.{name}."
@@ -225,6 +282,14 @@ class StatusReport:
                 "destinations": health["destinations"],
                 **noted,
             }
+        return inputs, outputs
+
+    def status(self) -> dict[str, Any]:
+        """The whole scales-like tree: uptime, inputs, outputs, flow, history, every metric."""
+        service = self.service
+        telemetry: Telemetry = service.telemetry
+        inputs, outputs = self._sections(self.sampler.rates(), self.listeners())
+        at, sampled = self.sampler.sampled_rates()
         return {
             "orphan_spools": {
                 str(path): size for path, size in getattr(service, "orphan_spools", {}).items()
@@ -235,106 +300,19 @@ class StatusReport:
             "rate_span": self.sampler.span(),
             "inputs": inputs,
             "outputs": outputs,
+            "flow": self.flow(at, sampled, inputs, outputs),
+            "history": {
+                "interval": self.sampler.interval,
+                "capacity": self.history.capacity,
+                "times": self.history.times(),
+                "series": {n: self.history.series(n) for n in self.history.names()},
+            },
             "errors": {
                 name: {"message": e.message, "at": e.when, "count": e.count}
                 for name, e in telemetry.errors().items()
             },
             "metrics": as_tree(telemetry.snapshot()),
         }
-
-
-# -- the HTML page -------------------------------------------------------------------
-
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
-h1{font-size:1.4em;margin:0 0 .2em} h2{font-size:1.1em;margin:1.4em 0 .4em}
-.meta{color:#666} .card{display:inline-block;vertical-align:top;background:#fff;
-border:1px solid #ddd;border-radius:6px;padding:.6em .9em;margin:0 .8em .8em 0;min-width:18em}
-.card h3{margin:0 0 .3em;font-size:1em} table{border-collapse:collapse;width:100%}
-td{padding:1px 6px;border-bottom:1px solid #eee} td.value,td.rate{text-align:right;
-font-variant-numeric:tabular-nums} td.rate{color:#666} .ok{color:#1a7f37}
-.degraded{color:#9a6700} .failing{color:#cf222e;font-weight:bold} .err{color:#cf222e;font-size:.9em}
-"""
-
-
-def _number(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.3f}"
-
-
-def _metric_rows(kind: str, name: str, part: dict[str, Any]) -> list[str]:
-    rows = []
-    for counter, value in part["counters"].items():
-        full = f"obsd.{kind}.{name}.{counter}"
-        rate = part["rates"].get(counter, 0.0)
-        rows.append(
-            f"<tr><td>{html.escape(counter)}</td>"
-            f'<td class="value" data-name="{html.escape(full)}">{_number(value)}</td>'
-            f'<td class="rate" data-rate="{html.escape(full)}">{rate:.2f}/s</td></tr>'
-        )
-    for gauge, value in part.get("gauges", {}).items():
-        full = f"obsd.{kind}.{name}.{gauge}"
-        rows.append(
-            f"<tr><td>{html.escape(gauge)}</td>"
-            f'<td class="value" data-name="{html.escape(full)}">{_number(value)}</td>'
-            '<td class="rate">gauge</td></tr>'
-        )
-    return rows
-
-
-def _card(kind: str, name: str, part: dict[str, Any]) -> str:
-    state = part.get("state", "")
-    head = f"{html.escape(name)} <small>({html.escape(part['type'])})</small>"
-    if state:
-        head += f' <span class="{state}" data-state="{html.escape(name)}">{state}</span>'
-    rows = "".join(_metric_rows(kind, name, part)) or '<tr><td colspan="3">no numbers yet</td></tr>'
-    error = ""
-    for listener in part.get("listeners", []):
-        up = "ok" if listener["up"] else "failing"
-        error += (
-            f'<p class="meta">{html.escape(listener["endpoint"])} (port {listener["port"]}) '
-            f'<span class="{up}">{"listening" if listener["up"] else "down"}</span></p>'
-        )
-    if part["last_error"]:
-        error = (
-            f'<p class="err" data-error="{html.escape(name)}">last error: '
-            f"{html.escape(part['last_error'])} (at {part['last_error_at']:.0f})</p>"
-        )
-    return (
-        f'<div class="card" id="{kind}-{html.escape(name)}"><h3>{head}</h3>'
-        f"<table>{rows}</table>{error}</div>"
-    )
-
-
-def render_page(doc: dict[str, Any]) -> bytes:
-    """The status document as a self-refreshing HTML page."""
-    ready = "ok" if doc["ready"] else "failing"
-    parts = [
-        '<!DOCTYPE html><html><head><meta charset="utf-8">',
-        f'<meta http-equiv="refresh" content="{PAGE_REFRESH}">',
-        f"<title>obsd status</title><style>{_STYLE}</style></head><body>",
-        f'<h1>obsd <span class="{ready}" id="ready">{ready}</span></h1>',
-        f'<p class="meta">up <span id="uptime">{doc["uptime"]:.0f}</span> s; '
-        f"rates per second over the last {doc['rate_span']:.0f} s; "
-        '<a href="/status">/status</a> <a href="/metrics">/metrics</a> '
-        '<a href="/readyz">/readyz</a></p>',
-        "<h2>inputs</h2>",
-    ]
-    parts += [_card("input", n, p) for n, p in doc["inputs"].items()] or ["<p>none</p>"]
-    parts.append("<h2>outputs</h2>")
-    parts += [_card("output", n, p) for n, p in doc["outputs"].items()] or ["<p>none</p>"]
-    if doc["errors"]:
-        parts.append("<h2>last problems</h2><table>")
-        for component, noted in doc["errors"].items():
-            parts.append(
-                f'<tr><td>{html.escape(component)}</td><td class="err">'
-                f'{html.escape(noted["message"])}</td><td class="rate">at {noted["at"]:.0f}, '
-                f'{noted["count"]} so far</td></tr>'
-            )
-        parts.append("</table>")
-    parts.append("</body></html>\n")
-    return "".join(parts).encode()
 
 
 class StatusPage(Resource):

@@ -2,12 +2,15 @@
 
 For people watching a terminal: coloured on a TTY, plain otherwise.  It writes
 to the real stdout (``sys.__stdout__``), which twistd does not redirect.
+Metric points are compact by default, one short line each
+(``<time> metric <path> <value> [tag=value ...]``): a StatsD flush emits many
+points, and the full rendering of every field would bury the logs.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import attrs
 import structlog
@@ -30,6 +33,9 @@ class Config(OutputConfig):
 
     colors: str = setting("auto", help="auto (on a TTY), always or never")
     batch_timeout: float = setting(0.05, help="seconds before a partial batch is printed")
+    metrics: Literal["compact", "full"] = setting(
+        "compact", help="compact: one short line per metric point; full: every field"
+    )
 
 
 class ConsoleOutput(Output):
@@ -44,9 +50,12 @@ class ConsoleOutput(Output):
         isatty = getattr(self.stream, "isatty", lambda: False)()
         colors = config.colors == "always" or (config.colors == "auto" and isatty)
         self._render = structlog.dev.ConsoleRenderer(colors=colors)
+        self._compact_metrics = config.metrics == "compact"
         super().__init__(name, config, context)
 
     def encode(self, event: dict[str, Any]) -> bytes:
+        if self._compact_metrics and event.get(events.KIND) == events.METRIC:
+            return render_metric(event).encode("utf-8", "replace")
         doc = public_fields(event)
         stamp = doc.get(events.TIMESTAMP)
         if isinstance(stamp, int | float):
@@ -58,6 +67,17 @@ class ConsoleOutput(Output):
         self.stream.write(b"".join(batch).decode("utf-8", "replace"))
         self.stream.flush()
         return defer.succeed(None)
+
+
+def render_metric(event: dict[str, Any]) -> str:
+    """One metric point as one short line: time, ``metric``, path, value, tags."""
+    stamp = event.get(events.TIMESTAMP)
+    when = rfc3339(stamp) if isinstance(stamp, int | float) else str(stamp or "")
+    value = event.get(events.VALUE)
+    shown = f"{value:g}" if isinstance(value, int | float) else str(value)
+    tags = event.get(events.TAGS) or {}
+    tail = "".join(f" {k}={v}" for k, v in sorted(tags.items()))
+    return f"{when} metric {event.get(events.EVENT, '')} {shown}{tail}\n"
 
 
 def build_output(name: str, config: Config, context: OutputContext) -> ConsoleOutput:

@@ -27,9 +27,13 @@ class Routable(Protocol):
 
 
 class _Route:
-    __slots__ = ("event", "kinds", "min_rank", "outputs", "sources")
+    __slots__ = ("event", "kinds", "matched", "min_rank", "outputs", "sources")
 
-    def __init__(self, config: RouteConfig, outputs: Sequence[Routable]) -> None:
+    def __init__(
+        self, config: RouteConfig, outputs: Sequence[Routable], matched: Any = None
+    ) -> None:
+        #: counts the events this route matched (the status page's edge rate)
+        self.matched = matched
         self.kinds = frozenset(config.match.kind)
         self.sources = frozenset(config.match.source)
         self.min_rank = (
@@ -67,6 +71,7 @@ class Router:
         #: kind -> components that take every event of that kind before the outputs
         #: do (central's StatsD merge takes ``statsd_partial``); see ``consume``.
         self._consumers: dict[str, tuple[Callable[[dict[str, Any]], None], ...]] = {}
+        self._telemetry = telemetry
         self.configure(outputs, routes, accepts, default_kinds)
         self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}
         self._routed_count = telemetry.counter("obsd.router.routed")
@@ -89,13 +94,14 @@ class Router:
         }
         # per kind: the routes that can apply, with only the outputs that take that kind
         table: dict[str, list[_Route]] = {kind: [] for kind in events.KINDS}
-        for route in routes:
+        for index, route in enumerate(routes):
+            matched = self._telemetry.counter(f"obsd.router.route.{index}.matched")
             for kind in events.KINDS:
                 if route.match.kind and kind not in route.match.kind:
                     continue
                 targets = [outputs[n] for n in route.outputs if n in outputs and kind in accepts[n]]
                 if targets:
-                    table[kind].append(_Route(route, targets))
+                    table[kind].append(_Route(route, targets, matched))
         self._routed, self._default, self._routes = bool(routes), default, table
 
     def consume(
@@ -128,6 +134,7 @@ class Router:
             matched: dict[int, Routable] = {}
             for route in self._routes.get(kind, ()):
                 if route.matches(event):
+                    route.matched.inc()
                     for out in route.outputs:
                         matched[id(out)] = out
             targets = list(matched.values())

@@ -138,14 +138,12 @@ def matches(expected: str, output: str) -> bool:
 
 
 def page_env() -> dict[str, str]:
-    """The shell a reader has: this interpreter's ``bin`` first on ``PATH``.
+    """The shell a reader has: this interpreter's ``bin`` first on ``PATH``, no ``PYTHONPATH``.
 
-    ``PYTHONPATH`` names the checkout only because twistd does not find plugins
-    of an editable install (the install issue's fix removes the need); keep it here.
+    twistd finds obsd's plugin in the venv, editable install or not, as a reader's does.
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("TERM", None)
     return env
 

@@ -303,6 +303,10 @@ class TestThroughObsd:
         client = es_node.client
         proc.wait_for(lambda: count(client, f"{index}-*") == 1, timeout=30, what="the document")
         assert proc.stop() == 0
+        # the HTTP connections to the node are not logged at info (Twisted's chatter is debug)
+        chatter = [e["event"] for e in proc.log_events()
+                   if str(e.get("event", "")).startswith(("Starting factory", "Stopping factory"))]
+        assert chatter == []
         (doc,) = client.search(f"{index}-*")
         assert doc["@timestamp"] == "2026-11-24T01:02:03.456000Z"
         assert doc["event"] == "card declined"
