@@ -23,6 +23,10 @@ SOURCE: Final = "source"
 HOST: Final = "host"
 VALUE: Final = "value"
 TAGS: Final = "tags"
+#: Metric events: the base name, the metric's type and which statistic of it this is.
+METRIC_NAME: Final = "metric"
+METRIC_TYPE: Final = "metric_type"
+STAT: Final = "stat"
 
 RESERVED: Final = frozenset(
     (ID, KIND, EVENT, LEVEL, TIMESTAMP, RECEIVED_AT, SOURCE, HOST, VALUE, TAGS)

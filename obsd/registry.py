@@ -16,6 +16,7 @@ import importlib
 from types import ModuleType
 
 INPUT_MODULES: dict[str, str] = {
+    "graphite": "obsd.inputs.graphite",
     "relay": "obsd.inputs.relay",
     "sentry": "obsd.inputs.sentry",
     "statsd": "obsd.inputs.statsd",
