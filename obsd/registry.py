@@ -16,6 +16,7 @@ import importlib
 from types import ModuleType
 
 INPUT_MODULES: dict[str, str] = {
+    "gelf": "obsd.inputs.gelf",
     "graphite": "obsd.inputs.graphite",
     "relay": "obsd.inputs.relay",
     "sentry": "obsd.inputs.sentry",
