@@ -23,13 +23,13 @@ from twisted.internet import stdio
 from twisted.internet.protocol import DatagramProtocol
 from twisted.protocols.basic import LineReceiver
 
-from obsd.config import ObsdConfig
-from obsd.flowcontrol import FlowControl
+from obsd.config.model import ObsdConfig
+from obsd.daemon.topology import InputContext
+from obsd.delivery.flowcontrol import FlowControl
 from obsd.inputs.statsd import Config, StatsdInput, set_receive_buffer
-from obsd.telemetry import Telemetry
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
-from obsd.topology import InputContext
 
 BUFFER = 8 * 1024 * 1024
 

@@ -31,12 +31,12 @@ def _cpu() -> float:
 
 
 def _context(reactor: Any, workdir: Path) -> Any:
-    from obsd.deadletter import DeadLetterFile
-    from obsd.flowcontrol import FlowControl
+    from obsd.delivery.deadletter import DeadLetterFile
+    from obsd.delivery.flowcontrol import FlowControl
+    from obsd.ops.telemetry import Telemetry
+    from obsd.ops.throttle import ThrottledLogger
     from obsd.outputs.base import OutputContext
-    from obsd.telemetry import Telemetry
     from obsd.testing import ListLog
-    from obsd.throttle import ThrottledLogger
 
     return OutputContext(
         clock=reactor, telemetry=Telemetry(), dead_letter=DeadLetterFile(workdir / "dl.jsonl"),
@@ -46,7 +46,7 @@ def _context(reactor: Any, workdir: Path) -> Any:
 
 
 def _buffer(kind: str) -> Any:
-    from obsd.config import BufferConfig
+    from obsd.config.model import BufferConfig
 
     return BufferConfig(type=kind, max_events=1_000_000, max_bytes=1024**3,  # type: ignore[arg-type]
                         memory_events=20_000)

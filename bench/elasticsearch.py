@@ -191,14 +191,14 @@ async def run_output(
     """Feed ``events`` through one output on the real reactor; time until all are acknowledged."""
     from twisted.internet import reactor
 
-    from obsd.config import BufferConfig
-    from obsd.deadletter import DeadLetterFile
-    from obsd.flowcontrol import FlowControl
+    from obsd.config.model import BufferConfig
+    from obsd.delivery.deadletter import DeadLetterFile
+    from obsd.delivery.flowcontrol import FlowControl
+    from obsd.ops.telemetry import Telemetry
+    from obsd.ops.throttle import ThrottledLogger
     from obsd.outputs.base import OutputContext
     from obsd.outputs.elasticsearch import Config, ElasticsearchOutput
-    from obsd.telemetry import Telemetry
     from obsd.testing import ListLog
-    from obsd.throttle import ThrottledLogger
 
     workdir = Path(tempfile.mkdtemp(prefix="obsd-bench-es-"))
     config = Config(

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from obsd.config import load_config, load_default, summary
+from obsd.config.model import load_config, load_default, summary
 from obsd.errors import ConfigError
 
 
 def check_config(path: str | None, bind_test: bool = False) -> int:
-    from obsd.preflight import bind_problems, file_problems
+    from obsd.cli.preflight import bind_problems, file_problems
 
     try:
         config = load_config(path) if path else load_default()
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.path, args.bind_test)
     if args.command == "tail":
-        from obsd.tailcli import DEFAULT_URL, run_tail
+        from obsd.cli.tail import DEFAULT_URL, run_tail
 
         return run_tail(args.url or DEFAULT_URL, args.match)
     return 2  # pragma: no cover - argparse rejects unknown commands

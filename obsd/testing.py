@@ -15,12 +15,12 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from obsd.config import OutputConfig
-from obsd.deadletter import DeadLetterFile
-from obsd.flowcontrol import FlowControl
+from obsd.config.model import OutputConfig
+from obsd.delivery.deadletter import DeadLetterFile
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.outputs.base import Output, OutputContext, SendResult, decode_json_record
-from obsd.telemetry import Telemetry
-from obsd.throttle import ThrottledLogger
 
 
 class ListLog:

@@ -4,7 +4,7 @@ import os
 
 from twisted.application.service import Application
 
-from obsd.tap import Options, makeService
+from obsd.daemon.tap import Options, makeService
 
 options = Options()
 options.parseOptions(["--config", os.environ["OBSD_CONFIG"]] if os.environ.get("OBSD_CONFIG") else [])

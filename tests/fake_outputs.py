@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from obsd.config import OutputConfig
-from obsd.schema import setting
+from obsd.config.model import OutputConfig
+from obsd.config.schema import setting
 
 ACCEPTS = frozenset({"metric"})
 DEFAULT_KINDS = frozenset({"metric"})

@@ -8,7 +8,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from obsd import config, registry
+from obsd import registry
+from obsd.config import model as config
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.rst").read_text()

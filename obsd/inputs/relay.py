@@ -37,9 +37,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.codecs.relaywire import decode_body
-from obsd.config import InputConfig
+from obsd.config.model import InputConfig
+from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
-from obsd.schema import Problems, at_least, setting
 
 LISTEN_TYPES: frozenset[str] = frozenset()
 MOUNT = ("api", "obsd", "v1", "events")

@@ -23,10 +23,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd.codecs import sentry as codec
 from obsd.codecs.scrub import DEFAULT_SCRUB_KEYS, Scrubber, make_scrubber
-from obsd.config import InputConfig, ObsdConfig
+from obsd.config.model import InputConfig, ObsdConfig
+from obsd.config.schema import Problems, at_least, setting
 from obsd.events import ERROR, ID
-from obsd.schema import Problems, at_least, setting
-from obsd.telemetry import Counter
+from obsd.ops.telemetry import Counter
 
 LISTEN_TYPES: frozenset[str] = frozenset()
 

@@ -27,12 +27,12 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 
-from obsd.aggregator import AggregatorSettings, StatsdAggregator
+from obsd.aggregation.statsd import AggregatorSettings, StatsdAggregator
 from obsd.codecs.graphite import MetricPoint
-from obsd.config import ListeningInputConfig, ObsdConfig
-from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES
-from obsd.log import get_logger
-from obsd.schema import Problems, at_least, setting
+from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.ops.log import get_logger
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 

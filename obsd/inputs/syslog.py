@@ -29,10 +29,10 @@ from twisted.python.failure import Failure
 from obsd import events
 from obsd.codecs.framing import Framer, make_framer
 from obsd.codecs.syslog import parse_syslog
-from obsd.config import ListeningInputConfig, ObsdConfig
-from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
-from obsd.schema import Problems, at_least, setting
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 

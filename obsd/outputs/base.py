@@ -23,14 +23,14 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from obsd.buffers import BoundedBuffer
-from obsd.config import BufferConfig, OutputConfig
-from obsd.deadletter import DeadLetterFile
-from obsd.diskbuffer import DiskBuffer
-from obsd.flowcontrol import FlowControl
-from obsd.log import get_logger
-from obsd.telemetry import Telemetry
-from obsd.throttle import ThrottledLogger
+from obsd.config.model import BufferConfig, OutputConfig
+from obsd.delivery.buffer import BoundedBuffer
+from obsd.delivery.deadletter import DeadLetterFile
+from obsd.delivery.diskbuffer import DiskBuffer
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.ops.log import get_logger
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 
 OK = "ok"
 DEGRADED = "degraded"

@@ -15,9 +15,9 @@ from twisted.internet import defer
 
 from obsd import events
 from obsd.codecs.jsonline import rfc3339
-from obsd.config import OutputConfig
+from obsd.config.model import OutputConfig
+from obsd.config.schema import setting
 from obsd.outputs.base import Output, OutputContext, SendResult, public_fields
-from obsd.schema import setting
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR})

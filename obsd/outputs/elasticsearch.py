@@ -44,10 +44,10 @@ from zope.interface import implementer
 
 from obsd import events
 from obsd.codecs import esbulk
-from obsd.config import MiB, ObsdConfig, OutputConfig
-from obsd.log import get_logger
+from obsd.config.model import MiB, ObsdConfig, OutputConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.ops.log import get_logger
 from obsd.outputs.base import Output, OutputContext, SendResult, backoff_delay
-from obsd.schema import Problems, at_least, setting
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR})

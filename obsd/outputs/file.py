@@ -15,9 +15,9 @@ from twisted.internet import defer
 
 from obsd import events
 from obsd.codecs.jsonline import encode_json_line
-from obsd.config import OutputConfig
+from obsd.config.model import OutputConfig
+from obsd.config.schema import at_least, setting
 from obsd.outputs.base import Output, OutputContext, SendResult
-from obsd.schema import at_least, setting
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.METRIC})

@@ -2,7 +2,7 @@
 
 One ``CarbonDestination`` (and so one delivery queue) per configured
 destination; with several, each series goes where carbon-relay's consistent
-hashing would send it (``obsd.hashing.ConsistentHashRing``), so obsd can front
+hashing would send it (``obsd.codecs.carbonhash.ConsistentHashRing``), so obsd can front
 an existing Graphite cluster.  Each destination keeps one connection open with
 ``ClientService`` (reconnecting with backoff).  A batch is written while
 connected, held while the transport has paused us (its write buffer is full),
@@ -30,12 +30,12 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from obsd import events
+from obsd.codecs.carbonhash import ConsistentHashRing
 from obsd.codecs.graphite import PICKLE_POINTS_PER_FRAME, format_value, graphite_path
-from obsd.config import ObsdConfig, OutputConfig
-from obsd.hashing import ConsistentHashRing
-from obsd.log import get_logger
+from obsd.config.model import ObsdConfig, OutputConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.ops.log import get_logger
 from obsd.outputs.base import Output, OutputContext, SendResult
-from obsd.schema import Problems, at_least, setting
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})

@@ -28,9 +28,9 @@ from zope.interface import implementer
 
 from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
-from obsd.config import OutputConfig
+from obsd.config.model import OutputConfig
+from obsd.config.schema import Problems, at_least, setting
 from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
-from obsd.schema import Problems, at_least, setting
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset(events.KINDS)

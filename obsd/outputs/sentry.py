@@ -55,10 +55,10 @@ from obsd.codecs import sentry as ingest_codec
 from obsd.codecs import sentry_encode as codec
 from obsd.codecs import tracebacks
 from obsd.codecs.sentry import Envelope
-from obsd.config import OutputConfig
+from obsd.config.model import OutputConfig
+from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
 from obsd.outputs.base import Output, OutputContext, SendResult
-from obsd.schema import Problems, at_least, setting
 
 ACCEPTS = frozenset({events.ERROR, events.SENTRY, events.LOG})
 DEFAULT_KINDS = frozenset({events.ERROR, events.SENTRY})

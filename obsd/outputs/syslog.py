@@ -24,9 +24,9 @@ from zope.interface import implementer
 
 from obsd import events
 from obsd.codecs.rfc5424 import FACILITY_CODES, format_rfc5424, octet_frame
-from obsd.config import OutputConfig
+from obsd.config.model import OutputConfig
+from obsd.config.schema import Problems, at_least, setting
 from obsd.outputs.base import Output, OutputContext, SendResult
-from obsd.schema import Problems, at_least, setting
 
 ACCEPTS = frozenset({events.LOG, events.ERROR})
 DEFAULT_KINDS = frozenset({events.LOG})

@@ -11,16 +11,16 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from obsd.codecs.relaywire import encode_event
-from obsd.config import parse_config
-from obsd.flowcontrol import FlowControl
-from obsd.ingest import IngestLogger
+from obsd.config.model import parse_config
+from obsd.config.schema import Problems
+from obsd.delivery.flowcontrol import FlowControl
 from obsd.inputs.relay import Config, RelayResource, SeenIds, check_config
+from obsd.net.web import HttpRoot
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.pipeline import build_chain
-from obsd.schema import Problems
-from obsd.telemetry import Telemetry
+from obsd.pipeline.ingest import IngestLogger
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
-from obsd.web import HttpRoot
 from tests.helpers import success_result_of
 
 URL = "http://central/api/obsd/v1/events"

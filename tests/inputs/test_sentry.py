@@ -13,17 +13,17 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
-from obsd.config import HttpConfig, ObsdConfig
-from obsd.flowcontrol import FlowControl
-from obsd.ingest import IngestLogger
+from obsd.config.model import HttpConfig, ObsdConfig
+from obsd.config.schema import Problems, build
+from obsd.daemon.topology import InputContext
+from obsd.delivery.flowcontrol import FlowControl
 from obsd.inputs import sentry
+from obsd.net.web import HttpRoot
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.pipeline import build_chain
-from obsd.schema import Problems, build
-from obsd.telemetry import Telemetry
+from obsd.pipeline.ingest import IngestLogger
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
-from obsd.topology import InputContext
-from obsd.web import HttpRoot
 from tests.helpers import success_result_of
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sentry"
@@ -201,7 +201,7 @@ class TestEndpoints:
     @pytest.mark.parametrize("relay_first", [True, False])
     def test_deeper_mounts_still_resolve(self, relay_first: bool) -> None:
         """A resource mounted under /api/obsd/ (the relay input) is reached, in either order."""
-        from obsd.web import JsonResource
+        from obsd.net.web import JsonResource
 
         relay = JsonResource(lambda: {"relay": True})
         harness = make_harness(mount_first=relay if relay_first else None)
@@ -549,7 +549,7 @@ class TestConfig:
 
     def test_default_config_accepts_any_key_on_loopback(self) -> None:
         """The embedded default has [inputs.sentry] on loopback [http], any key accepted."""
-        from obsd.config import load_default
+        from obsd.config.model import load_default
 
         config = load_default(env={})
         cfg = config.inputs["sentry"]

@@ -8,9 +8,10 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from obsd.config import ObsdConfig, parse_config
+from obsd.config.model import ObsdConfig, parse_config
+from obsd.daemon.topology import InputContext
+from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError
-from obsd.flowcontrol import FlowControl
 from obsd.inputs.statsd import (
     EMIT_CHUNK,
     SO_RCVBUFFORCE,
@@ -22,10 +23,9 @@ from obsd.inputs.statsd import (
     set_receive_buffer,
     tags_dict,
 )
-from obsd.telemetry import Telemetry
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
-from obsd.topology import InputContext
 
 
 class FakeIngest:

@@ -16,14 +16,14 @@ from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, 
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 
-from obsd.config import parse_config
+from obsd.config.model import parse_config
+from obsd.daemon.topology import InputContext
+from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError
-from obsd.flowcontrol import FlowControl
 from obsd.inputs import syslog
-from obsd.telemetry import Telemetry
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
-from obsd.topology import InputContext
 from tests.helpers import success_result_of
 from tests.tls_certs import CertificateSet, make_certificates
 

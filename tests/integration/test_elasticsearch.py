@@ -23,13 +23,13 @@ from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 
 from obsd import registry
-from obsd.deadletter import DeadLetterFile
-from obsd.flowcontrol import FlowControl
+from obsd.delivery.deadletter import DeadLetterFile
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.outputs.base import OutputContext
 from obsd.outputs.elasticsearch import Config, ElasticsearchOutput
-from obsd.telemetry import Telemetry
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
 from tests.integration.fixtures.es import EsClient, EsNode
 from tests.integration.fixtures.obsd import ObsdProcess
 

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from obsd.config import BufferConfig
+from obsd.config.model import BufferConfig
 from obsd.outputs.base import PermanentError, SendResult, backoff_delay
 from obsd.testing import CapturingConfig, CapturingOutput, make_output_context
 from tests.helpers import assert_no_result, success_result_of

@@ -16,9 +16,9 @@ from treq.testing import RequestSequence, StringStubbingResource, StubTreq
 from twisted.internet import defer, error
 from twisted.internet.task import Clock
 
-from obsd.config import ObsdConfig
+from obsd.config.model import ObsdConfig
+from obsd.config.schema import Problems
 from obsd.outputs.elasticsearch import Config, ElasticsearchOutput, check_config
-from obsd.schema import Problems
 from obsd.testing import make_output_context
 
 T0 = 1764000000.25  # 2025-11-24T16:00:00.25Z

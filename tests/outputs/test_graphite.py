@@ -13,9 +13,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from obsd.config import BufferConfig, parse_config
+from obsd.codecs.carbonhash import ConsistentHashRing
+from obsd.config.model import BufferConfig, parse_config
 from obsd.errors import ConfigError
-from obsd.hashing import ConsistentHashRing
 from obsd.outputs.graphite import (
     CarbonProtocol,
     Config,

@@ -18,8 +18,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.codecs.sentry import decode_body, parse_envelope
+from obsd.config.schema import Problems
 from obsd.outputs.sentry import Config, SentryOutput, check_config
-from obsd.schema import Problems
 from obsd.testing import make_output_context
 
 IN_KEY = "i" * 32
@@ -599,7 +599,7 @@ class TestConfig:
 
     def test_bad_dsn_reported_without_key(self) -> None:
         """A malformed DSN is reported through parse_config, never echoing it."""
-        from obsd.config import parse_config
+        from obsd.config.model import parse_config
         from obsd.errors import ConfigError
 
         with pytest.raises(ConfigError) as info:
@@ -613,7 +613,7 @@ class TestConfig:
 
     def test_log_route_accepted(self) -> None:
         """A route may send log events to a sentry output; by default it takes none."""
-        from obsd.config import output_accepts, output_default_kinds, parse_config
+        from obsd.config.model import output_accepts, output_default_kinds, parse_config
 
         config = parse_config(
             {
@@ -633,7 +633,7 @@ class TestHeldWithDiskBuffer:
         """With a disk queue, a report held for a rate limit at stop is kept, not dead-lettered."""
         from twisted.internet import defer as tdefer
 
-        from obsd.config import BufferConfig
+        from obsd.config.model import BufferConfig
 
         def run_now(job: Any) -> Any:
             return tdefer.maybeDeferred(job)

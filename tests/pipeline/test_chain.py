@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import structlog
 
-from obsd.ingest import IngestLogger
 from obsd.pipeline import build_chain
+from obsd.pipeline.ingest import IngestLogger
 
 
 class Collect:

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 obsd = ServiceMaker(
     "obsd",
-    "obsd.tap",
+    "obsd.daemon.tap",
     "Errors, metrics and logs in one place: StatsD, syslog and Sentry in; "
     "Elasticsearch, Graphite and Sentry out.",
     "obsd",

@@ -1,0 +1,311 @@
+"""Assemble the daemon from a config: outputs, router and chain, inputs, HTTP site.
+
+The only importer of both inputs and outputs.  ``build_service(config, reactor)``
+returns an ``ObsdService`` that starts outputs before inputs and, on stop,
+stops the inputs (listeners close, aggregators flush) *before* draining the
+outputs within ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
+from twisted.python.components import Componentized
+from twisted.python.lockfile import FilesystemLock
+
+from obsd import events, registry
+from obsd.config.model import (
+    ObsdConfig,
+    load_processor,
+    output_accepts,
+    output_default_kinds,
+)
+from obsd.delivery.deadletter import DeadLetterFile
+from obsd.delivery.flowcontrol import FlowControl
+from obsd.delivery.memoryguard import MemoryGuard
+from obsd.net.endpoints import STREAM_TYPES, parse_listener
+from obsd.net.listeners import ListenerService
+from obsd.net.web import HttpRoot, make_site
+from obsd.ops.log import get_logger
+from obsd.ops.selfmetrics import SelfMetricsService
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
+from obsd.outputs.base import Output, OutputContext
+from obsd.pipeline import build_chain
+from obsd.pipeline.ingest import IngestLogger
+from obsd.pipeline.router import Router
+
+
+@attrs.define
+class InputContext:
+    """What topology hands every input."""
+
+    name: str
+    reactor: Any
+    telemetry: Telemetry
+    flow_control: FlowControl
+    throttle: ThrottledLogger
+    #: this input's ingest logger, bound with ``source = name``
+    ingest: IngestLogger
+    http: HttpRoot
+    config: ObsdConfig
+    #: make another ingest logger with other bound context (the relay input needs none)
+    make_ingest: Any = None
+    #: ``wait_durable()``: fires once what was accepted so far is on disk, where
+    #: ``[daemon] durability = "sync"``; at once otherwise (HTTP inputs answer after it)
+    wait_durable: Any = None
+
+    @property
+    def clock(self) -> Any:
+        return self.reactor
+
+    @property
+    def hostname(self) -> str:
+        return self.config.hostname
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    def listener_services(
+        self,
+        descriptions: list[str],
+        allowed: frozenset[str],
+        factory: Any = None,
+        datagram: Any = None,
+        max_packet_size: int = 65536,
+    ) -> list[ListenerService]:
+        """One listening service per endpoint string (stream ones get ``factory``)."""
+        services = []
+        for description in descriptions:
+            listener = parse_listener(description, allowed)
+            services.append(
+                ListenerService(
+                    self.name,
+                    listener,
+                    self.reactor,
+                    factory=None if listener.is_datagram else factory,
+                    datagram=datagram if listener.is_datagram else None,
+                    max_packet_size=max_packet_size,
+                )
+            )
+        return services
+
+
+class _Group(MultiService):
+    """A MultiService whose stop waits for every child (they stop in reverse order)."""
+
+    def stopService(self) -> defer.Deferred[Any]:
+        Service.stopService(self)
+        results = [defer.maybeDeferred(s.stopService) for s in reversed(list(self))]
+        return defer.gatherResults(results, consumeErrors=True)
+
+
+class ObsdService(MultiService):
+    """The daemon: outputs, then inputs; stops inputs first, then drains outputs."""
+
+    def __init__(self, config: ObsdConfig, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.telemetry = Telemetry()
+        self.flow_control = FlowControl()
+        self.log = get_logger("obsd")
+        self.throttle = ThrottledLogger(get_logger("obsd"), reactor, config.daemon.log_interval)
+        self.dead_letter = DeadLetterFile(config.data_dir / "dead-letter.jsonl")
+        self.outputs_group = _Group()
+        self.inputs_group = _Group()
+        self.outputs_group.setServiceParent(self)
+        self.inputs_group.setServiceParent(self)
+        self.outputs: dict[str, Output] = {}
+        self.http_root = HttpRoot()
+        self.router: Router | None = None
+        self.status: Any = None
+        self.taps: Any = None
+        self.output_context: OutputContext | None = None
+        self.reloader: Any = None
+        self.log_observer_factory: Any = None
+        self._lock: FilesystemLock | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Become the app's root; install obsd's log observer unless one is set.
+
+        twistd reads ``ILogObserver`` from the Application before it starts
+        logging, so obsd's own JSON lines replace its default text format.
+        """
+        if self.log_observer_factory is not None and isinstance(parent, Componentized):
+            from twisted.logger import ILogObserver
+
+            if parent.getComponent(ILogObserver) is None:
+                parent.setComponent(ILogObserver, self.log_observer_factory())
+        super().setServiceParent(parent)
+
+    def wait_durable(self) -> defer.Deferred[Any]:
+        """With ``durability = "sync"``: fires once every accepted event is on disk."""
+        if self.config.daemon.durability != "sync":
+            return defer.succeed(None)
+        return defer.gatherResults([out.wait_durable() for out in self.outputs.values()])
+
+    def lock_data_dir(self) -> None:
+        """Refuse to run where another obsd uses the same ``data_dir``."""
+        data_dir = self.config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = FilesystemLock(str(data_dir / "obsd.lock"))
+        if not lock.lock():
+            raise SystemExit(
+                f"obsd: another obsd is running with data_dir {str(data_dir)!r} "
+                f"(lock {data_dir / 'obsd.lock'}); two processes never share spools"
+            )
+        self._lock = lock
+
+    def startService(self) -> None:
+        for name, output in self.outputs.items():
+            self.log.info("output started", output=name, type=output.type_name)
+        super().startService()
+        self.log.info(
+            "obsd started",
+            config=self.config.path or "(embedded default)",
+            inputs=sorted(self.config.inputs),
+            outputs=sorted(self.outputs),
+        )
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        self.log.info("stopping: closing inputs, then draining outputs")
+        d = defer.maybeDeferred(self.inputs_group.stopService)
+        d.addBoth(lambda _: self.outputs_group.stopService())
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> None:
+        # twistd re-raises the signal that stopped it once the reactor is done, so
+        # SIGTERM would end in status -15; a drained, orderly stop exits 0 instead.
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
+        self.throttle.stop()
+        self.dead_letter.close()
+        if self._lock is not None and self._lock.locked:
+            self._lock.unlock()
+        self.log.info("stopped", **{k: v for k, v in self.telemetry.snapshot().items() if v})
+
+
+def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> ObsdService:
+    """Build the whole daemon for ``config`` on ``reactor`` (nothing listens until started)."""
+    service = ObsdService(config, reactor)
+    if lock:
+        service.lock_data_dir()
+    output_context = OutputContext(
+        clock=reactor,
+        telemetry=service.telemetry,
+        dead_letter=service.dead_letter,
+        flow_control=service.flow_control,
+        throttle=service.throttle,
+        reactor=reactor,
+        data_dir=config.data_dir,
+        hostname=config.hostname,
+        random=random.random,
+        shutdown_timeout=config.daemon.shutdown_timeout,
+        sync_interval=config.daemon.sync_interval,
+        fsync=config.daemon.durability == "sync",
+    )
+    service.output_context = output_context
+    accepts: dict[str, frozenset[str]] = {}
+    default_kinds: dict[str, frozenset[str]] = {}
+    for name, out_config in config.outputs.items():
+        module = registry.output_module(out_config.type)
+        assert module is not None
+        output = module.build_output(name, out_config, output_context)
+        output.setServiceParent(service.outputs_group)
+        service.outputs[name] = output
+        accepts[name] = output_accepts(out_config)
+        default_kinds[name] = output_default_kinds(out_config)
+    router = Router(service.outputs, config.routes, accepts, default_kinds, service.telemetry)
+    service.router = router
+    processor_errors = service.telemetry.counter("obsd.pipeline.processor_errors")
+
+    def report_processor_error(name: str, exc: BaseException, event: dict[str, Any]) -> None:
+        service.throttle.error(
+            f"processor:{name}",
+            "user processor raised; the event goes on unchanged",
+            processor=name,
+            error=repr(exc),
+            event_id=event.get(events.ID),
+        )
+
+    chain = build_chain(
+        config.hostname,
+        reactor.seconds,
+        [(spec, load_processor(spec)) for spec in config.pipeline.processors],
+        processor_errors.inc,
+        report_processor_error,
+    )
+
+    def make_ingest(**context: Any) -> IngestLogger:
+        return IngestLogger(router, chain, context)
+
+    for name, in_config in config.inputs.items():
+        module = registry.input_module(in_config.type)
+        assert module is not None
+        context = InputContext(
+            name=name,
+            reactor=reactor,
+            telemetry=service.telemetry,
+            flow_control=service.flow_control,
+            throttle=service.throttle,
+            ingest=make_ingest(source=name),
+            http=service.http_root,
+            config=config,
+            make_ingest=make_ingest,
+            wait_durable=service.wait_durable,
+        )
+        built = module.build_input(name, in_config, context)
+        IService(built).setServiceParent(service.inputs_group)
+    if config.daemon.max_memory:
+        MemoryGuard(
+            config.daemon.max_memory, service.flow_control, service.telemetry, reactor
+        ).setServiceParent(service.outputs_group)
+    SelfMetricsService(
+        service.telemetry, make_ingest(source="obsd"), reactor, config.daemon.metrics_interval
+    ).setServiceParent(service.inputs_group)
+    _mount_status(service, make_ingest)
+    if config.http.listen:
+        site = make_site(service.http_root, reactor)
+        for description in config.http.listen:
+            listener = parse_listener(description, STREAM_TYPES)
+            ListenerService("http", listener, reactor, factory=site).setServiceParent(
+                service.inputs_group
+            )
+    return service
+
+
+def _mount_status(service: ObsdService, make_ingest: Any) -> None:
+    """Health, status, metrics, the status page, the live tail and derived metrics."""
+    from obsd.ops.status import mount_status
+    from obsd.ops.tail import TailHub, TailResource, TapSet
+
+    service.status = mount_status(service)
+    service.taps = TapSet(service.router)
+    hub = TailHub(service.taps, service.telemetry)
+    hub.setServiceParent(service.inputs_group)
+    service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
+    from obsd.daemon.reload import Reloader
+
+    service.reloader = Reloader(service)
+    service.reloader.setServiceParent(service.inputs_group)
+    derived = service.config.derived_metrics
+    if derived.enabled:
+        from obsd.aggregation.derived import DerivedMetrics
+
+        DerivedMetrics(
+            derived,
+            service.taps,
+            make_ingest(source="obsd.derived"),
+            service.reactor,
+            service.telemetry,
+        ).setServiceParent(service.inputs_group)

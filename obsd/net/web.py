@@ -1,0 +1,100 @@
+"""The one HTTP site on ``[http] listen``: inputs and status resources mount on it.
+
+``HttpRoot.mount(("api",), resource)`` puts a resource at a path; mounts may
+nest (the relay input at ``/api/obsd/v1/events`` beside the Sentry ingest at
+``/api``), whatever order they are made in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+
+class JsonResource(Resource):
+    """A leaf that answers GET with a JSON document made by a callable."""
+
+    isLeaf = True
+
+    def __init__(self, make: Any, status_of: Any = None) -> None:
+        super().__init__()
+        self._make = make
+        self._status_of = status_of
+
+    def render_GET(self, request: Request) -> bytes:
+        doc = self._make()
+        if self._status_of is not None:
+            request.setResponseCode(self._status_of(doc))
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(doc, default=repr).encode() + b"\n"
+
+
+class PrometheusResource(Resource):
+    """``GET /metrics``: obsd's own counters and gauges in Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, telemetry: Any) -> None:
+        super().__init__()
+        self._telemetry = telemetry
+
+    def render_GET(self, request: Request) -> bytes:
+        from obsd.ops.selfmetrics import prometheus_text
+
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return prometheus_text(self._telemetry)
+
+
+class HttpRoot(Resource):
+    """The site's root: a tree of mounted resources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mounted: dict[tuple[str, ...], Resource] = {}
+        #: what ``GET /`` shows (the status page); plain text when unset
+        self.index: Resource | None = None
+
+    def mount(self, path: Sequence[str], resource: Resource) -> None:
+        """Serve ``resource`` at ``/a/b`` for ``path == ("a", "b")``."""
+        path = tuple(path)
+        if path in self.mounted:
+            raise ValueError(f"/{'/'.join(path)} is mounted already")
+        self.mounted[path] = resource
+        parent: Resource = self
+        for segment in path[:-1]:
+            key = segment.encode()
+            child = parent.children.get(key)
+            if child is None:
+                child = Resource()
+                parent.putChild(key, child)
+            parent = child
+        key = path[-1].encode()
+        previous = parent.children.get(key)
+        if previous is not None:  # a placeholder made for a deeper mount: keep its children
+            for child_key, child in previous.children.items():
+                resource.putChild(child_key, child)
+        parent.putChild(key, resource)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self  # "/" itself
+        return super().getChild(path, request)  # type: ignore[no-any-return]
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.index is not None:
+            return self.index.render(request)  # type: ignore[no-any-return]
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"obsd\n"
+
+
+def make_site(root: HttpRoot, reactor: Any) -> Site:
+    """A Site for ``root`` that does not write access logs (obsd counts requests instead)."""
+    site = Site(root, reactor=reactor)
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site

@@ -1,0 +1,121 @@
+"""The router: the data-plane chain's wrapped logger, which puts events on output queues.
+
+Without ``[[routes]]`` each event goes to every output whose type takes its kind
+by default.  With routes, an event goes to the union of the outputs of every
+route it matches (skipping outputs that cannot take its kind); an event no
+route matches is counted as unrouted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from obsd import events
+from obsd.config.model import RouteConfig
+from obsd.ops.telemetry import Telemetry
+
+
+class Routable(Protocol):
+    """What the router needs of an output."""
+
+    name: str
+
+    def accept(self, event: dict[str, Any]) -> None: ...
+
+
+class _Route:
+    __slots__ = ("event", "kinds", "min_rank", "outputs", "sources")
+
+    def __init__(self, config: RouteConfig, outputs: Sequence[Routable]) -> None:
+        self.kinds = frozenset(config.match.kind)
+        self.sources = frozenset(config.match.source)
+        self.min_rank = (
+            events.LEVEL_RANK[events.normalise_level(config.match.level)]
+            if config.match.level
+            else -1
+        )
+        glob = config.match.event
+        self.event = re.compile(fnmatch.translate(glob)).match if glob else None
+        self.outputs = outputs
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        if self.sources and event.get(events.SOURCE) not in self.sources:
+            return False
+        level = event.get(events.LEVEL, "")
+        if self.min_rank >= 0 and events.LEVEL_RANK.get(level, 1) < self.min_rank:
+            return False
+        return self.event is None or bool(self.event(str(event.get(events.EVENT, ""))))
+
+
+class Router:
+    """Dispatches each finished event to the outputs its routes name."""
+
+    def __init__(
+        self,
+        outputs: Mapping[str, Routable],
+        routes: Sequence[RouteConfig],
+        accepts: Mapping[str, frozenset[str]],
+        default_kinds: Mapping[str, frozenset[str]],
+        telemetry: Telemetry,
+    ) -> None:
+        #: called with every event before it is routed (live tail, derived metrics); see
+        #: ``obsd.ops.tail.TapSet``.  None when nobody listens: one attribute check per event.
+        self.tap: Any = None
+        self.configure(outputs, routes, accepts, default_kinds)
+        self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}
+        self._routed_count = telemetry.counter("obsd.router.routed")
+
+    def configure(
+        self,
+        outputs: Mapping[str, Routable],
+        routes: Sequence[RouteConfig],
+        accepts: Mapping[str, frozenset[str]],
+        default_kinds: Mapping[str, frozenset[str]],
+    ) -> None:
+        """Route to these outputs by these routes from now on (a reload switches here).
+
+        The tables are built aside and swapped in together, so an event is routed
+        by the old tables or by the new ones, never by a mix.
+        """
+        default: dict[str, tuple[Routable, ...]] = {
+            kind: tuple(out for name, out in outputs.items() if kind in default_kinds[name])
+            for kind in events.KINDS
+        }
+        # per kind: the routes that can apply, with only the outputs that take that kind
+        table: dict[str, list[_Route]] = {kind: [] for kind in events.KINDS}
+        for route in routes:
+            for kind in events.KINDS:
+                if route.match.kind and kind not in route.match.kind:
+                    continue
+                targets = [outputs[n] for n in route.outputs if n in outputs and kind in accepts[n]]
+                if targets:
+                    table[kind].append(_Route(route, targets))
+        self._routed, self._default, self._routes = bool(routes), default, table
+
+    def route(self, event: dict[str, Any]) -> None:
+        """Put ``event`` on the queue of every output it is routed to."""
+        tap = self.tap
+        if tap is not None:
+            tap(event)
+        kind = event[events.KIND]
+        if not self._routed:
+            targets: Sequence[Routable] = self._default.get(kind, ())
+        else:
+            matched: dict[int, Routable] = {}
+            for route in self._routes.get(kind, ()):
+                if route.matches(event):
+                    for out in route.outputs:
+                        matched[id(out)] = out
+            targets = list(matched.values())
+        if not targets:
+            self._unrouted[kind].inc()
+            return
+        self._routed_count.inc()
+        for out in targets:
+            out.accept(event)
+
+    # structlog calls the method named after the event's kind
+    log = error = metric = sentry = route

@@ -1,0 +1,35 @@
+"""The relay benchmark runs in its --quick form (as CI does)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+class TestBenchRelayQuick:
+    def test_quick_run(self) -> None:
+        """`python -m bench.relay --quick` exits 0 and prints one row per scenario."""
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.relay", "--quick"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = [line for line in result.stdout.splitlines()
+                if line.startswith(("direct", "agent->central"))]
+        assert len(rows) == 5
+        for row in rows:  # events/s, ratio, CPU us per event, ratio
+            rate, _, cost, _ = (float(v) for v in row.split()[-4:])
+            assert rate > 0
+            assert cost > 0
+        assert rows[0].split()[-3] == "1.00"
+        assert rows[0].split()[-1] == "1.00"

@@ -1,0 +1,114 @@
+"""Routing: by kind, source, level and event glob; fan-out; unrouted counting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from obsd.config.model import RouteConfig, RouteMatch
+from obsd.ops.telemetry import Telemetry
+from obsd.pipeline.router import Router
+
+ALL = frozenset({"log", "error", "metric", "sentry"})
+
+
+class Sink:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.got: list[dict[str, Any]] = []
+
+    def accept(self, event: dict[str, Any]) -> None:
+        self.got.append(event)
+
+
+@pytest.fixture(name="sinks")
+def _sinks() -> dict[str, Sink]:
+    return {n: Sink(n) for n in ("es", "graphite", "sentry")}
+
+
+def router(sinks: dict[str, Sink], routes: list[RouteConfig], tel: Telemetry | None = None) -> Router:
+    accepts = {"es": ALL, "graphite": frozenset({"metric"}), "sentry": frozenset({"error", "sentry", "log"})}
+    defaults = {"es": frozenset({"log", "error"}), "graphite": frozenset({"metric"}),
+                "sentry": frozenset({"error", "sentry"})}
+    return Router(sinks, routes, accepts, defaults, tel or Telemetry())
+
+
+def ev(kind: str = "log", level: str = "info", source: str = "syslog", event: str = "x") -> dict[str, Any]:
+    return {"kind": kind, "level": level, "source": source, "event": event}
+
+
+def got(sinks: dict[str, Sink]) -> dict[str, int]:
+    return {n: len(s.got) for n, s in sinks.items()}
+
+
+class TestDefaultRouting:
+    def test_each_kind_goes_to_outputs_taking_it_by_default(self, sinks: dict[str, Sink]) -> None:
+        """Without routes, kinds go to the outputs whose type takes them by default."""
+        r = router(sinks, [])
+        r.log(ev("log"))
+        r.error(ev("error"))
+        r.metric(ev("metric"))
+        assert got(sinks) == {"es": 2, "graphite": 1, "sentry": 1}
+
+    def test_sentry_takes_logs_only_through_a_route(self, sinks: dict[str, Sink]) -> None:
+        """A log reaches the sentry output only when a route sends it there."""
+        r = router(sinks, [])
+        r.log(ev("log", level="error"))
+        assert got(sinks)["sentry"] == 0
+        r = router(sinks, [RouteConfig(match=RouteMatch(kind=["log"], level="error"), outputs=["sentry"])])
+        r.log(ev("log", level="error"))
+        assert got(sinks)["sentry"] == 1
+
+
+class TestRoutes:
+    @pytest.mark.parametrize(
+        ("match", "event", "routed"),
+        [
+            (RouteMatch(kind=["log"]), ev("log"), True),
+            (RouteMatch(kind=["log"]), ev("error"), False),
+            (RouteMatch(source=["syslog"]), ev(source="syslog"), True),
+            (RouteMatch(source=["syslog"]), ev(source="sentry"), False),
+            (RouteMatch(level="warning"), ev(level="warning"), True),
+            (RouteMatch(level="warning"), ev(level="critical"), True),
+            (RouteMatch(level="warning"), ev(level="info"), False),
+            (RouteMatch(level="warn"), ev(level="error"), True),
+            (RouteMatch(event="user.*"), ev(event="user.login"), True),
+            (RouteMatch(event="user.*"), ev(event="admin.login"), False),
+            (RouteMatch(kind=["log"], level="error", event="db.*"), ev(level="error", event="db.down"), True),
+            (RouteMatch(kind=["log"], level="error", event="db.*"), ev(level="info", event="db.down"), False),
+        ],
+    )
+    def test_match(self, sinks: dict[str, Sink], match: RouteMatch, event: dict[str, Any], routed: bool) -> None:
+        """Every condition of a route must hold for an event to be routed by it."""
+        r = router(sinks, [RouteConfig(match=match, outputs=["es"])])
+        getattr(r, event["kind"])(event)
+        assert got(sinks)["es"] == int(routed)
+
+    def test_fan_out_is_the_union_without_duplicates(self, sinks: dict[str, Sink]) -> None:
+        """An event matching several routes goes once to each output they name."""
+        routes = [
+            RouteConfig(match=RouteMatch(kind=["error"]), outputs=["es", "sentry"]),
+            RouteConfig(match=RouteMatch(level="error"), outputs=["es"]),
+        ]
+        r = router(sinks, routes)
+        r.error(ev("error", level="error"))
+        assert got(sinks) == {"es": 1, "graphite": 0, "sentry": 1}
+
+    def test_route_skips_outputs_that_cannot_take_the_kind(self, sinks: dict[str, Sink]) -> None:
+        """A kind-less route naming graphite gives it metrics only."""
+        r = router(sinks, [RouteConfig(outputs=["graphite", "es"])])
+        r.log(ev("log"))
+        r.metric(ev("metric"))
+        assert got(sinks) == {"es": 2, "graphite": 1, "sentry": 0}
+
+    def test_unrouted_events_are_counted(self, sinks: dict[str, Sink]) -> None:
+        """Events no route matches are counted per kind and go nowhere."""
+        tel = Telemetry()
+        r = router(sinks, [RouteConfig(match=RouteMatch(kind=["error"]), outputs=["es"])], tel)
+        r.log(ev("log"))
+        r.log(ev("log"))
+        r.metric(ev("metric"))
+        assert got(sinks) == {"es": 0, "graphite": 0, "sentry": 0}
+        assert tel.value("obsd.router.unrouted.log") == 2
+        assert tel.value("obsd.router.unrouted.metric") == 1
