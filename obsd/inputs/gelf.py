@@ -28,9 +28,9 @@ from twisted.web.server import Request
 
 from obsd import events
 from obsd.codecs import gelf as codec
-from obsd.config import ListeningInputConfig, ObsdConfig
-from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES
-from obsd.schema import Problems, at_least, setting
+from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 MiB = 1024 * 1024

@@ -27,9 +27,9 @@ from twisted.python.failure import Failure
 
 from obsd import events
 from obsd.codecs import graphite_plaintext as codec
-from obsd.config import ListeningInputConfig, ObsdConfig
-from obsd.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
-from obsd.schema import Problems, at_least, setting
+from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 _LENGTH = struct.Struct("!L")

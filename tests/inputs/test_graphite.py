@@ -13,13 +13,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from obsd.config import parse_config
+from obsd.config.model import parse_config
+from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError
-from obsd.flowcontrol import FlowControl
 from obsd.inputs import graphite
-from obsd.telemetry import Telemetry
+from obsd.ops.telemetry import Telemetry
+from obsd.ops.throttle import ThrottledLogger
 from obsd.testing import ListLog
-from obsd.throttle import ThrottledLogger
 
 
 class CapturingIngest:
