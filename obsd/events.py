@@ -40,7 +40,9 @@ LOG: Final = "log"
 ERROR: Final = "error"
 METRIC: Final = "metric"
 SENTRY: Final = "sentry"
-KINDS: Final = (LOG, ERROR, METRIC, SENTRY)
+#: a trace span (OpenTelemetry): name, ids, timing and status
+SPAN: Final = "span"
+KINDS: Final = (LOG, ERROR, METRIC, SENTRY, SPAN)
 
 # Levels, in increasing order of severity.
 DEBUG: Final = "debug"

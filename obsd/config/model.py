@@ -109,7 +109,7 @@ class DerivedMetricsConfig:
 class RouteMatch:
     """What a route matches; every given condition must hold."""
 
-    kind: list[str] = setting(factory=list, help="event kinds (log, error, metric, sentry)")
+    kind: list[str] = setting(factory=list, help="event kinds (log, error, metric, sentry, span)")
     source: list[str] = setting(factory=list, help="input names")
     level: str = setting("", help="minimum level")
     event: str = setting("", help="glob on the event field, e.g. 'user.*'")

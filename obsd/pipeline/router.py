@@ -118,4 +118,4 @@ class Router:
             out.accept(event)
 
     # structlog calls the method named after the event's kind
-    log = error = metric = sentry = route
+    log = error = metric = sentry = span = route
