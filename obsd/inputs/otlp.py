@@ -190,6 +190,7 @@ class OtlpSignalResource(Resource):
             return
         request.setResponseCode(200)
         request.setHeader(b"content-type", encoding.encode())
+        request.setHeader(b"content-length", str(len(body)).encode())  # not chunked
         request.write(body)
         request.finish()
 
