@@ -292,6 +292,7 @@ class RelayResource(Resource):
             events.ERROR: ingest.error,
             events.METRIC: ingest.metric,
             events.SENTRY: ingest.sentry,
+            events.SPAN: ingest.span,
         }
         for event in batch:
             event_id = event.get(events.ID)

@@ -164,3 +164,19 @@ class TestProperties:
         state = CumulativeState()
         for start, value in exports:
             assert state.increase(("s",), start, float(value)) >= 0
+
+    @given(st.binary(max_size=300))
+    def test_any_protobuf_converts_or_raises(self, data: bytes) -> None:
+        """Any bytes: OtlpRequestError, or metric events with refused points tallied."""
+        from obsd.codecs.otlp import OtlpRequestError, parse_request
+
+        try:
+            request = parse_request("metrics", data, "application/x-protobuf")
+        except OtlpRequestError as exc:
+            assert exc.status == 400
+            return
+        converter = MetricConverter(CumulativeState())
+        tally = Tally()
+        for kind, fields in converter.events(request, tally):
+            assert kind == "metric"
+            assert isinstance(fields["value"], float)

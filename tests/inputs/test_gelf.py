@@ -205,3 +205,32 @@ class TestConfig:
         """No listeners and no [http] is a problem."""
         with pytest.raises(ConfigError, match="no listen endpoints"):
             parse_config({"inputs": {"gelf": {}}})
+
+
+class TestWiring:
+    def test_daemon_with_the_three_new_inputs(self, tmp_path: Any) -> None:
+        """A daemon with graphite, gelf and otlp inputs binds each listener and mounts /gelf."""
+        from obsd.daemon.topology import build_service
+        from tests.inputs.test_statsd import UdpMemoryReactor
+
+        reactor = UdpMemoryReactor()
+        config = parse_config({
+            "daemon": {"data_dir": str(tmp_path)},
+            "http": {"listen": ["tcp:9000:interface=127.0.0.1"]},
+            "inputs": {
+                "graphite": {"listen": ["tcp:2003:interface=127.0.0.1",
+                                        "udp:2003:interface=127.0.0.1"]},
+                "gelf": {"listen": ["udp:12201:interface=127.0.0.1",
+                                    "tcp:12201:interface=127.0.0.1"]},
+                "otlp": {},
+            },
+            "outputs": {"file": {}},
+        })
+        service = build_service(config, reactor)
+        service.privilegedStartService()
+        service.startService()
+        assert sorted(port for port, *_ in reactor.tcpServers) == [2003, 4318, 9000, 12201]
+        assert len(reactor.udp) == 2
+        assert ("gelf",) in service.http_root.mounted
+        success_result_of(service.stopService())
+        assert reactor.getDelayedCalls() == []
