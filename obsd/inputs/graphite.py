@@ -29,7 +29,9 @@ from obsd import events
 from obsd.codecs import graphite_plaintext as codec
 from obsd.config.model import ListeningInputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.inputs.statsd import tune_receive_buffer
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
+from obsd.ops.log import get_logger
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 _LENGTH = struct.Struct("!L")
@@ -53,6 +55,11 @@ class Config(ListeningInputConfig):
     )
     max_connections: int = setting(
         1024, check=at_least(1), help="open TCP connections at most; more are refused"
+    )
+    receive_buffer_bytes: int = setting(
+        8 * 1024 * 1024,
+        check=at_least(0),
+        help="UDP receive buffer asked of the kernel; 0 leaves it",
     )
 
 
@@ -164,6 +171,13 @@ class GraphiteDatagramProtocol(DatagramProtocol):
 
     def __init__(self, receiver: GraphiteReceiver) -> None:
         self.receiver = receiver
+
+    def startProtocol(self) -> None:
+        handle = getattr(self.transport, "getHandle", None)
+        if handle is not None:
+            name = self.receiver.name
+            asked = self.receiver.config.receive_buffer_bytes
+            tune_receive_buffer(handle(), asked, get_logger(f"obsd.input.{name}"), name)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.receiver.lines(datagram, _peer(addr))
