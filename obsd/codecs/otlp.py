@@ -17,7 +17,6 @@ Every problem with a request raises ``OtlpRequestError`` carrying its status.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from collections.abc import Iterator, Mapping
@@ -51,6 +50,7 @@ REJECTED_FIELD: Final = {
     "metrics": "rejected_data_points",
     "traces": "rejected_spans",
 }
+_ZERO_HEX: Final = {16: "0" * 32, 8: "0" * 16}
 _ID_KEYS: Final = frozenset(
     ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 )
@@ -241,11 +241,14 @@ def tag_text(value: Any) -> str:
 
 def hex_id(raw: bytes, size: int, what: str) -> str | None:
     """A trace (16 bytes) or span (8 bytes) id as hex; None when empty or all zero."""
-    if not raw or not any(raw):
+    if not raw:
         return None
     if len(raw) != size:
+        if not any(raw):
+            return None
         raise OtlpRequestError(400, f"{what} has {len(raw)} bytes, not {size}")
-    return binascii.hexlify(raw).decode()
+    text = raw.hex()
+    return None if text == _ZERO_HEX[size] else text
 
 
 def nanos(value: int) -> float | None:
@@ -334,10 +337,11 @@ def _log_fields(record: Any, common: Mapping[str, Any], scope: str) -> dict[str,
         fields["trace_id"] = trace_id
     if span_id:
         fields["span_id"] = span_id
-    attrs = attributes(record.attributes)
-    if attrs:
+    if record.attributes:
+        attrs = attributes(record.attributes)
         fields["attributes"] = attrs
-        _exception_fields(attrs, fields)
+        if "exception.type" in attrs or "exception.stacktrace" in attrs:
+            _exception_fields(attrs, fields)
     return fields
 
 
