@@ -194,9 +194,9 @@ async def run_output(
     from obsd.config.model import BufferConfig
     from obsd.delivery.deadletter import DeadLetterFile
     from obsd.delivery.flowcontrol import FlowControl
+    from obsd.delivery.queue import OutputContext
     from obsd.ops.telemetry import Telemetry
     from obsd.ops.throttle import ThrottledLogger
-    from obsd.outputs.base import OutputContext
     from obsd.outputs.elasticsearch import Config, ElasticsearchOutput
     from obsd.testing import ListLog
 

@@ -53,8 +53,14 @@ def make_output_context(
         data_dir=tmp_path,
         hostname="testhost",
         random=rand,
+        run_io=kw.pop("run_io", run_now),
         **kw,
     )
+
+
+def run_now(job: Callable[[], Any]) -> defer.Deferred[Any]:
+    """Run blocking I/O at once, in the test's thread (the daemon uses a thread pool)."""
+    return defer.maybeDeferred(job)
 
 
 @attrs.frozen(kw_only=True)

@@ -28,6 +28,7 @@ from obsd.config.model import (
 )
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
+from obsd.delivery.leftovers import find_orphans
 from obsd.delivery.memoryguard import MemoryGuard
 from obsd.net.endpoints import STREAM_TYPES, parse_listener
 from obsd.net.listeners import ListenerService
@@ -124,6 +125,8 @@ class ObsdService(MultiService):
         self.outputs_group.setServiceParent(self)
         self.inputs_group.setServiceParent(self)
         self.outputs: dict[str, Output] = {}
+        #: spool directories with data that no configured output owns, with their bytes
+        self.orphan_spools: dict[Path, int] = {}
         self.http_root = HttpRoot()
         self.router: Router | None = None
         self.status: Any = None
@@ -168,12 +171,26 @@ class ObsdService(MultiService):
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
         super().startService()
+        self.report_orphan_spools()
         self.log.info(
             "obsd started",
             config=self.config.path or "(embedded default)",
             inputs=sorted(self.config.inputs),
             outputs=sorted(self.outputs),
         )
+
+    def report_orphan_spools(self) -> None:
+        """Spools under data_dir that no configured output reads (removed or renamed):
+        named at start and in ``/status`` with their size, never silently left behind."""
+        owned = [q.spool_directory for out in self.outputs.values() for q in out.queues.values()]
+        self.orphan_spools = find_orphans(self.config.data_dir, owned)
+        for path, size in sorted(self.orphan_spools.items()):
+            self.log.warning(
+                "a spool no configured output reads: its events are not sent; configure the "
+                "output again (same name) to deliver them, or delete the directory",
+                spool=str(path),
+                bytes=size,
+            )
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)

@@ -77,11 +77,11 @@ class BoundedBuffer:
         """Add a record at the tail; False when it was dropped instead."""
         size = len(record)
         if size > self.max_bytes:
-            self._drop("too_large")
+            self.count_drop("too_large")
             return False
         if len(self._records) >= self.max_events or self.bytes + size > self.max_bytes:
             if self.when_full == DROP_NEWEST:
-                self._drop("full")
+                self.count_drop("full")
                 return False
             if self.when_full == DROP_OLDEST:
                 records = self._records
@@ -89,12 +89,12 @@ class BoundedBuffer:
                     len(records) >= self.max_events or self.bytes + size > self.max_bytes
                 ):
                     self.bytes -= len(records.popleft())
-                    self._drop("full")
+                    self.count_drop("full")
             elif (
                 len(self._records) >= self.max_events * BLOCK_HARD_CAP
                 or self.bytes + size > self.max_bytes * BLOCK_HARD_CAP
             ):
-                self._drop("overflow")
+                self.count_drop("overflow")
                 return False
         self._records.append(record)
         self.bytes += size
@@ -104,7 +104,8 @@ class BoundedBuffer:
             self.pressured = True
         return True
 
-    def _drop(self, reason: str, count: int = 1) -> None:
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` records given up for ``reason`` (also those the queue gives up)."""
         self.dropped[reason] += count
         self.dropped_total += count
 

@@ -180,10 +180,10 @@ class DiskBuffer:
     def put(self, record: bytes) -> bool:
         size = len(record)
         if size > self.max_bytes:
-            self._drop("too_large")
+            self.count_drop("too_large")
             return False
         if self._refused_full:
-            self._drop("full" if self.when_full == DROP_NEWEST else "overflow")
+            self.count_drop("full" if self.when_full == DROP_NEWEST else "overflow")
             return False
         seq = self._next_seq
         self._next_seq = seq + 1
@@ -263,7 +263,8 @@ class DiskBuffer:
         """Nothing is given up at shutdown: what is left stays in the spool."""
         return []
 
-    def _drop(self, reason: str, count: int = 1) -> None:
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` records given up for ``reason`` (also those the queue gives up)."""
         self.dropped[reason] += count
         self.dropped_total += count
 
@@ -356,7 +357,7 @@ class DiskBuffer:
             self._next_spill = min(seq, self._next_seq)
         self.bytes = self._mem_bytes
         if skipped:
-            self._drop(reason, skipped)
+            self.count_drop(reason, skipped)
 
     def _refill(self) -> None:
         if self._refilling:
@@ -383,7 +384,7 @@ class DiskBuffer:
         records, problems, at_end, written = result
         self._refilling = False
         for problem in problems:
-            self._drop("corrupt")
+            self.count_drop("corrupt")
             self._report("damaged spool record skipped", problem)
         for seq, record in records:
             if seq < self._next_spill:

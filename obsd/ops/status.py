@@ -226,6 +226,9 @@ class StatusReport:
                 **noted,
             }
         return {
+            "orphan_spools": {
+                str(path): size for path, size in getattr(service, "orphan_spools", {}).items()
+            },
             "uptime": service.reactor.seconds() - self.started,
             "ready": self.readiness()["status"] == "ok",
             "rate_window": self.sampler.window,

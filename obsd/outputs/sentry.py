@@ -46,7 +46,6 @@ from typing import Any, Final
 import attrs
 from treq.content import content as read_content
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 import obsd
@@ -184,13 +183,6 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@attrs.define
-class _Held:
-    key: str
-    record: bytes
-    categories: list[str]
-
-
 class _Upstream:
     """One upstream DSN: a destination with its own queue."""
 
@@ -203,8 +195,10 @@ class _Upstream:
         return self._output.send_to(self, batch)
 
 
-# outcomes of one record
-_OK = ("ok", "", None)
+#: what became of one record: ok, retry (reason, Retry-After), reject (reason), or
+#: hold (until when, and what to send then: None for the record itself)
+_Outcome = tuple[str, str, float | None, bytes | None]
+_OK: _Outcome = ("ok", "", None, None)
 
 
 class SentryOutput(Output):
@@ -224,8 +218,6 @@ class SentryOutput(Output):
         self._pool: Any = None
         self._http = http if http is not None else self._make_http(context, config)
         self._limits: dict[str, float] = {}
-        self._held: list[_Held] = []
-        self._release_call: IDelayedCall | None = None
         self._dedupe: dict[tuple[Any, ...], list[float]] = {}
         super().__init__(name, config, context)
         tel = context.telemetry
@@ -238,10 +230,10 @@ class SentryOutput(Output):
         self._deduplicated = tel.counter(f"{prefix}.deduplicated")
         self._forwarded = tel.counter(f"{prefix}.forwarded")
         self._from_logs = tel.counter(f"{prefix}.from_logs")
-        self._held_dropped = tel.counter(f"{prefix}.dropped.rate_limited")
-        self._held_at_stop = tel.counter(f"{prefix}.dropped.rate_limited_at_stop")
         self._split = tel.counter(f"{prefix}.split")
-        tel.gauge(f"{prefix}.held", lambda: len(self._held))
+        tel.gauge(f"{prefix}.held", self.held)
+        for queue in self.queues.values():
+            queue.max_held = config.max_held
         self._min_rank = events.LEVEL_RANK[events.normalise_level(config.min_level)]
 
     # -- setup -------------------------------------------------------------------
@@ -455,69 +447,32 @@ class SentryOutput(Output):
         for category, seconds in limits.items():
             self._limits[category] = max(self._limits.get(category, 0.0), now + seconds)
 
-    def _hold(self, key: str, record: bytes, categories: list[str]) -> None:
+    def _hold_until(self, categories: list[str]) -> float:
+        """Count the rate-limited categories; the time the record may go again."""
         now = self.context.clock.seconds()
         tel = self.context.telemetry
         for category in sorted(set(categories)):
             if self._limited(category, now):
                 tel.counter(f"{self._prefix}.rate_limited.{category}").inc()
-        self._held.append(_Held(key, record, categories))
-        while len(self._held) > self.sentry_config.max_held:
-            oldest = self._held.pop(0)
-            self._held_dropped.inc()
-            self.context.dead_letter.write(
-                self.name, "rate-limit hold list full", decode_record(oldest.record)
-            )
-            self.context.throttle.warning(
-                f"{self.name}:held_full",
-                "upstream rate limit outlasts the hold list; oldest record dead-lettered",
-                output=self.name,
-                max_held=self.sentry_config.max_held,
-            )
-        self._schedule_release()
-
-    def _schedule_release(self) -> None:
-        if self._release_call is not None and self._release_call.active():
-            self._release_call.cancel()
-        self._release_call = None
-        if not self._held or not self.running:
-            return
-        now = self.context.clock.seconds()
-        due = min(
-            max(
-                max(self._limits.get(c, 0.0), self._limits.get("", 0.0)) for c in held.categories
-            )
-            for held in self._held
-        )
-        self._release_call = self.context.clock.callLater(max(0.0, due - now), self._release)
-
-    def _release(self) -> None:
-        """Put records whose categories are free again back on their queue."""
-        if self._release_call is not None and self._release_call.active():
-            self._release_call.cancel()  # called directly (at stop), not by the timer
-        self._release_call = None
-        now = self.context.clock.seconds()
-        waiting: list[_Held] = []
-        free: list[_Held] = []
-        for held in self._held:
-            (waiting if any(self._limited(c, now) for c in held.categories) else free).append(held)
-        self._held = waiting
-        for held in free:
-            self.queues[held.key].put(held.record)
         self._limits = {c: t for c, t in self._limits.items() if t > now}
-        self._schedule_release()
+        return max(
+            max(self._limits.get(c, 0.0), self._limits.get("", 0.0)) for c in categories
+        )
 
-    def _admit(self, upstream: _Upstream, record: bytes) -> bytes | None:
-        """The part of ``record`` to send now; the rate-limited rest is held back."""
+    def held(self) -> int:
+        """Records the queues hold back for upstream rate limits."""
+        return sum(queue.held for queue in self.queues.values())
+
+    def _admit(self, record: bytes) -> tuple[bytes | None, tuple[bytes, float] | None]:
+        """The part of ``record`` to send now, and the rate-limited rest with its time."""
         header, body = split_record(record)
         categories: list[str] = header.get("categories") or ["default"]
         now = self.context.clock.seconds()
         limited = [self._limited(c, now) for c in categories]
         if not any(limited):
-            return record
+            return record, None
         if all(limited) or header.get("endpoint") != "envelope":
-            self._hold(upstream.key, record, categories)
-            return None
+            return None, (record, self._hold_until(categories))
         # some items wait, the others go: split the envelope (the one re-serialisation)
         encoding = header.get("content_encoding") or ""
         decoded = ingest_codec.decode_body(body, encoding, ingest_codec.MAX_ENVELOPE_BYTES)
@@ -534,8 +489,7 @@ class SentryOutput(Output):
             )
 
         held = part(later_items)
-        self._hold(upstream.key, held, split_record(held)[0]["categories"])
-        return part(now_items)
+        return part(now_items), (held, self._hold_until(split_record(held)[0]["categories"]))
 
     # -- sending -----------------------------------------------------------------
 
@@ -547,29 +501,31 @@ class SentryOutput(Output):
         return d  # type: ignore[return-value]
 
     @staticmethod
-    def _outcome(outcomes: list[tuple[str, str, float | None]]) -> SendResult | None:
+    def _outcome(outcomes: list[_Outcome]) -> SendResult | None:
         result = SendResult()
-        for index, (what, reason, retry_after) in enumerate(outcomes):
+        for index, (what, reason, when, replacement) in enumerate(outcomes):
             if what == "retry":
                 result.retry.append(index)
                 result.retry_reason = reason
-                if retry_after is not None:
-                    result.retry_after = max(result.retry_after or 0.0, retry_after)
+                if when is not None:
+                    result.retry_after = max(result.retry_after or 0.0, when)
             elif what == "reject":
                 result.rejected.append((index, reason))
-        if not result.retry and not result.rejected:
+            elif what == "hold":
+                assert when is not None
+                result.held.append((index, when, replacement))
+        if not result.retry and not result.rejected and not result.held:
             return None
         return result
 
-    def _send_one(
-        self, upstream: _Upstream, record: bytes
-    ) -> defer.Deferred[tuple[str, str, float | None]]:
+    def _send_one(self, upstream: _Upstream, record: bytes) -> defer.Deferred[_Outcome]:
         try:
-            to_send = self._admit(upstream, record)
+            to_send, later = self._admit(record)
         except ParseError as exc:
-            return defer.succeed(("reject", f"cannot split for rate limits: {exc}", None))
+            return defer.succeed(("reject", f"cannot split for rate limits: {exc}", None, None))
         if to_send is None:
-            return defer.succeed(_OK)
+            assert later is not None
+            return defer.succeed(("hold", "", later[1], None))
         header, body = split_record(to_send)
         headers = {
             "Content-Type": header.get("content_type") or "application/json",
@@ -588,13 +544,17 @@ class SentryOutput(Output):
             timeout=self.sentry_config.request_timeout,
             reactor=self.context.reactor,
         )
-        d.addCallback(self._answered, upstream, to_send, header)
+        d.addCallback(self._answered, to_send, header, later)
         d.addErrback(self._failed)
         return d  # type: ignore[no-any-return]
 
     def _answered(
-        self, response: Any, upstream: _Upstream, record: bytes, header: dict[str, Any]
-    ) -> defer.Deferred[tuple[str, str, float | None]]:
+        self,
+        response: Any,
+        record: bytes,
+        header: dict[str, Any],
+        later: tuple[bytes, float] | None,
+    ) -> defer.Deferred[_Outcome]:
         status = int(response.code)
         now = self.context.clock.seconds()
 
@@ -607,93 +567,45 @@ class SentryOutput(Output):
         )
         self._apply_limits(limits, now)
 
-        def judged(content: bytes) -> tuple[str, str, float | None]:
+        def judged(content: bytes) -> _Outcome:
             text = content.decode("utf-8", "replace")[:MAX_ANSWER_CHARS]
             if 200 <= status < 300:
                 self._forwarded.inc()
+                if later is not None:  # sent what could go; the rest waits in the queue
+                    return ("hold", "", later[1], later[0])
                 return _OK
             if status == 429:
                 categories = header.get("categories") or ["default"]
                 if any(self._limited(c, now) for c in categories):
-                    self._hold(upstream.key, record, categories)
-                    return _OK
+                    return ("hold", "", self._hold_until(categories), record)
                 wait = codec.parse_retry_after(first(b"retry-after"), now)
-                return ("retry", "upstream answered 429", wait)
+                return ("retry", "upstream answered 429", wait, None)
             if status >= 500 or status == 408:
                 retry_after = first(b"retry-after")
                 asked = codec.parse_retry_after(retry_after, now) if retry_after else None
-                return ("retry", f"upstream answered {status}", asked)
-            return ("reject", f"upstream answered {status}: {text}", None)
+                return ("retry", f"upstream answered {status}", asked, None)
+            return ("reject", f"upstream answered {status}: {text}", None, None)
 
         return read_content(response).addCallback(judged)
 
     @staticmethod
-    def _failed(failure: Failure) -> tuple[str, str, float | None]:
+    def _failed(failure: Failure) -> _Outcome:
         reasons = getattr(failure.value, "reasons", None) or []  # ResponseNeverReceived
         if failure.check(defer.CancelledError) or any(
             isinstance(r, Failure) and r.check(defer.CancelledError) for r in reasons
         ):
-            return ("retry", "upstream request timed out", None)
-        return ("retry", failure.getErrorMessage() or repr(failure.value), None)
+            return ("retry", "upstream request timed out", None, None)
+        return ("retry", failure.getErrorMessage() or repr(failure.value), None, None)
 
     def health(self) -> dict[str, Any]:
         """The queues' health, plus what waits for upstream rate limits and until when."""
         report = super().health()
         now = self.context.clock.seconds()
-        report["held"] = len(self._held)
+        report["held"] = self.held()
         report["rate_limited_until"] = {
             category or "all": until for category, until in self._limits.items() if until > now
         }
         return report
-
-    # -- stop --------------------------------------------------------------------
-
-    def before_close(self) -> None:
-        """Reports still held for a rate limit go into a disk queue's spool, unsent:
-        the next run sends them (or holds them again).  Memory queues cannot keep
-        them, so those are dead-lettered after the stop."""
-        kept = []
-        for held in self._held:
-            buffer = self.queues[held.key].buffer
-            if buffer.durable:
-                buffer.put(held.record)
-            else:
-                kept.append(held)
-        self._held = kept
-
-    def stopService(self) -> defer.Deferred[Any]:
-        """Release what may go, drain the queues, spool or dead-letter what still waits."""
-        if self._held:
-            self._release()
-        d = super().stopService()
-
-        def leftovers(result: Any) -> Any:
-            if self._release_call is not None and self._release_call.active():
-                self._release_call.cancel()
-            self._release_call = None
-            for held in self._held:
-                self._held_at_stop.inc()
-                self.context.dead_letter.write(
-                    self.name,
-                    "held back by an upstream rate limit when obsd stopped",
-                    decode_record(held.record),
-                )
-            if self._held:
-                self.context.throttle.warning(
-                    f"{self.name}:held_at_stop",
-                    "records held back by upstream rate limits were dead-lettered at stop",
-                    output=self.name,
-                    count=len(self._held),
-                )
-            self._held = []
-            return result
-
-        d.addCallback(leftovers)
-        return d
-
-    def startService(self) -> None:
-        super().startService()
-        self._schedule_release()
 
     def after_drain(self) -> Any:
         if self._pool is not None:

@@ -25,9 +25,9 @@ from twisted.internet.task import deferLater
 from obsd import registry
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
+from obsd.delivery.queue import OutputContext
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
-from obsd.outputs.base import OutputContext
 from obsd.outputs.elasticsearch import Config, ElasticsearchOutput
 from obsd.testing import ListLog
 from tests.integration.fixtures.es import EsClient, EsNode

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from obsd.config.model import BufferConfig
-from obsd.outputs.base import PermanentError, SendResult, backoff_delay
+from obsd.delivery.leftovers import has_records
+from obsd.delivery.queue import PermanentError, SendResult, backoff_delay
 from obsd.testing import CapturingConfig, CapturingOutput, make_output_context
 from tests.helpers import assert_no_result, success_result_of
 
@@ -240,6 +242,45 @@ class TestDrain:
         assert_no_result(d)
         clock.advance(out.context.shutdown_timeout)
         success_result_of(d)
-        assert out.context.telemetry.value("obsd.output.capture.dropped.shutdown") == 2
+        assert out.context.telemetry.value("obsd.output.capture.dropped.shutdown") == 0
         out.context.throttle.stop()  # the daemon stops its throttle after the outputs
         assert clock.getDelayedCalls() == []
+
+    def test_leftovers_go_first_at_next_start(self, clock: Clock, tmp_path: Path) -> None:
+        """What a memory queue holds at the deadline is on disk and sent first after a restart."""
+        out = make(clock, tmp_path, batch_size=1)
+        out.results = [defer.Deferred()]
+        for i in range(3):
+            out.accept(event(i))
+        d = out.stopService()
+        clock.advance(out.context.shutdown_timeout)
+        success_result_of(d)
+        spool = tmp_path / "spool" / "capture"
+        assert has_records(spool)
+
+        again = make(clock, tmp_path, batch_size=10, batch_timeout=0.5)
+        again.accept(event(3))
+        clock.advance(0.5)
+        assert [e["id"] for e in again.delivered] == ["e0", "e1", "e2", "e3"]
+        assert not spool.exists()  # delivered: the spool is gone, the queue is memory again
+        assert not again.queues[""].buffer.durable
+        success_result_of(again.stopService())
+
+    def test_unwritable_leftovers_are_counted_lost(self, clock: Clock, tmp_path: Path) -> None:
+        """Only what cannot be written at shutdown counts as dropped.shutdown."""
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        buffer = BufferConfig()
+        config = CapturingConfig(type="capture", buffer=buffer, batch_size=1)
+        out = CapturingOutput("capture", config, make_output_context(clock, tmp_path))
+        out.context = attrs.evolve(out.context, data_dir=blocker)
+        for queue in out.queues.values():
+            queue._ctx = out.context
+        out.startService()
+        out.results = [defer.Deferred()]
+        out.accept(event(0))
+        out.accept(event(1))
+        d = out.stopService()
+        clock.advance(out.context.shutdown_timeout)
+        success_result_of(d)
+        assert out.context.telemetry.value("obsd.output.capture.dropped.shutdown") == 2

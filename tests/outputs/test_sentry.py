@@ -436,20 +436,24 @@ class TestAnswers:
         clock.advance(0)
         assert len(http.pending) == 3
 
-    def test_held_dead_lettered_at_stop(
+    def test_held_kept_for_next_run_at_stop(
         self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
     ) -> None:
-        """Records still held back when obsd stops go to the dead-letter file, counted."""
+        """Records still held back when obsd stops are kept in data_dir and sent after a restart."""
         out = make(clock, tmp_path, upstream)
         upstream.answers = [Answer(429, {"Retry-After": "600"})]
         out.accept(report(envelope("event")))
         clock.advance(0)
+        assert len(upstream.seen) == 1
         out.stopService()
         clock.advance(out.context.shutdown_timeout)
-        (letter,) = dead_letters(tmp_path)
-        assert "rate limit" in letter["reason"]
-        assert counter(out, "dropped.rate_limited_at_stop") == 1
+        assert dead_letters(tmp_path) == []
         assert clock.getDelayedCalls() == []
+
+        again = make(clock, tmp_path, upstream)
+        clock.advance(again.config.batch_timeout)
+        assert len(upstream.seen) == 2  # the held report, sent by the next run
+        assert upstream.seen[1].body == upstream.seen[0].body
 
 
 def log_event(**fields: Any) -> dict[str, Any]:
@@ -627,6 +631,35 @@ class TestConfig:
 
 
 class TestHeldWithDiskBuffer:
+    def test_held_reports_survive_kill_9_with_a_disk_queue(
+        self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
+    ) -> None:
+        """A held report stays in the queue, unacked: a run killed mid-hold still has it on disk."""
+        from obsd.config.model import BufferConfig
+
+        def disk_output(clk: Clock) -> SentryOutput:
+            config = Config(type="sentry", dsn=UPSTREAM, buffer=BufferConfig(type="disk"))
+            out = SentryOutput("sentry", config, make_output_context(clk, tmp_path),
+                               http=StubTreq(upstream))
+            out.startService()
+            return out
+
+        out = disk_output(clock)
+        upstream.answers = [Answer(429, {"Retry-After": "600"})]
+        out.accept(report(envelope("event")))
+        clock.advance(0)
+        assert out.health()["held"] == 1
+        clock.advance(out.context.sync_interval * 2)  # synced, and the ack written
+        # kill -9: no stop at all; the next run opens the same spool
+        clock2 = Clock()
+        again = disk_output(clock2)
+        clock2.advance(1)
+        assert len(upstream.seen) == 2
+        assert upstream.seen[1].body == upstream.seen[0].body
+        again.stopService()
+        clock2.advance(again.context.shutdown_timeout)
+        again.context.throttle.stop()
+
     def test_held_reports_are_spooled_at_stop_and_sent_by_the_next_run(
         self, clock: Clock, tmp_path: Path, upstream: RecordingUpstream
     ) -> None:
@@ -652,7 +685,6 @@ class TestHeldWithDiskBuffer:
         out.stopService()
         clock.advance(out.context.shutdown_timeout)
         assert dead_letters(tmp_path) == []
-        assert counter(out, "dropped.rate_limited_at_stop") == 0
         out.context.throttle.stop()
 
         before = len(upstream.seen)
