@@ -226,3 +226,58 @@ class TestSentryIssue:
         (forwarded,) = [e for e in file_events(a) if e.get("kind") == "error"]
         assert forwarded["id"] == issue["id"]
         assert ids["trace_id"] == forwarded["trace_id"]
+
+
+#: the OTLP JSON encoding as the spec's own example shows it (opentelemetry-proto
+#: examples/logs.json): hex ids, lowerCamelCase, 64-bit integers as strings
+SPEC_JSON_LOGS = {
+    "resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name",
+                                     "value": {"stringValue": "my.service"}}]},
+        "scopeLogs": [{
+            "scope": {"name": "my.library", "version": "1.0.0"},
+            "logRecords": [{
+                "timeUnixNano": "1544712660300000000",
+                "observedTimeUnixNano": "1544712660300000000",
+                "severityNumber": 10,
+                "severityText": "Information",
+                "traceId": "5B8EFFF798038103D269B633813FC60C",
+                "spanId": "EEE19B7EC3C1B174",
+                "body": {"stringValue": "Example log record"},
+                "attributes": [{"key": "int.attribute", "value": {"intValue": "10"}}],
+            }],
+        }],
+    }]
+}
+
+
+class TestJsonOverHttp:
+    def test_spec_example_and_a_bad_body(
+        self, obsd_process: Callable[..., ObsdProcess]
+    ) -> None:
+        """The spec's JSON example is taken; a broken body gets 400 and a google.rpc.Status."""
+        from urllib.error import HTTPError
+        from urllib.request import Request, urlopen
+
+        a = obsd_process(OTLP_FILE)
+        url = f"http://127.0.0.1:{a.port('otlp')}/v1/logs"
+        headers = {"Content-Type": "application/json"}
+        request = Request(url, data=json.dumps(SPEC_JSON_LOGS).encode(), headers=headers)
+        with urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+            assert json.loads(answer.read()) == {}
+        with pytest.raises(HTTPError) as refused:
+            urlopen(Request(url, data=b'{"resourceLogs": [', headers=headers), timeout=10)
+        assert refused.value.code == 400
+        status = json.loads(refused.value.read())
+        assert status["code"] == 3 and "invalid JSON" in status["message"]
+        a.wait_for(lambda: bool(by_kind(file_events(a), "log")), timeout=20, what="the record")
+        assert a.stop() == 0
+        (record,) = by_kind(file_events(a), "log")
+        assert record["event"] == "Example log record"
+        assert record["level"] == "info"
+        assert record["service"] == "my.service"
+        assert record["trace_id"] == "5b8efff798038103d269b633813fc60c"
+        assert record["span_id"] == "eee19b7ec3c1b174"
+        assert record["attributes"] == {"int.attribute": 10}
+        assert record["timestamp"] == "2018-12-13T14:51:00.300000Z"
