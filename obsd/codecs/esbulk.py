@@ -31,6 +31,8 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Final, TypeGuard
 
+import orjson
+
 from obsd import events
 
 TIMESTAMP_FIELD: Final = "@timestamp"
@@ -44,6 +46,9 @@ REJECT: Final = "reject"
 # Seconds since the epoch that RFC 3339 can spell (years 0001..9999).
 _MIN_TIME: Final = -62135596800.0
 _MAX_TIME: Final = 253402300799.0
+
+#: orjson hands datetimes to ``_json_default`` too, so both encoders spell them alike
+_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME
 
 _DUMPS_OPTIONS: Final[dict[str, Any]] = {
     "ensure_ascii": False,
@@ -83,11 +88,7 @@ def _second_prefix(second: int) -> str:
 
 def format_timestamp(timestamp: float) -> str:
     """Format epoch seconds as RFC 3339 UTC with microseconds, ``...T01:02:03.000004Z``."""
-    second = math.floor(timestamp)
-    micros = round((timestamp - second) * 1_000_000)
-    if micros >= 1_000_000:
-        second += 1
-        micros -= 1_000_000
+    second, micros = divmod(round(timestamp * 1_000_000), 1_000_000)
     return f"{_second_prefix(second)}.{micros:06d}Z"
 
 
@@ -174,15 +175,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _document(event: Mapping[str, Any]) -> dict[str, Any]:
+def _document(event: Mapping[str, Any], when: float | None = None) -> dict[str, Any]:
     """Build the ``_source`` without cleaning values (the fast path)."""
-    doc: dict[str, Any] = {TIMESTAMP_FIELD: format_timestamp(event_time(event))}
-    for key, value in event.items():
-        if key.startswith("_") or key == events.TIMESTAMP:
-            continue
-        if key == events.RECEIVED_AT and _valid_time(value):
-            value = format_timestamp(value)
-        doc[key] = value
+    stamp = format_timestamp(event_time(event) if when is None else when)
+    doc: dict[str, Any] = {TIMESTAMP_FIELD: stamp, **event}
+    doc.pop(events.TIMESTAMP, None)
+    for key in [key for key in doc if key[:1] == "_"]:
+        del doc[key]
+    received = doc.get(events.RECEIVED_AT)
+    if received is not None and _valid_time(received):
+        doc[events.RECEIVED_AT] = format_timestamp(received)
     return doc
 
 
@@ -192,6 +194,13 @@ def encode_document(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _dumps(doc: Mapping[str, Any]) -> bytes:
+    """JSON bytes of ``doc``: orjson, several times faster than the standard library, and
+    the standard encoder for what orjson refuses (integers past 64 bits, lone surrogates,
+    keys that are not strings).  Both write NaN and infinities as ``null``."""
+    try:
+        return orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTIONS)
+    except TypeError:
+        pass
     try:
         text = json.dumps(doc, default=_json_default, **_DUMPS_OPTIONS)
     except (ValueError, TypeError):  # NaN/Infinity, or keys json cannot spell
@@ -215,13 +224,20 @@ def encode_action(event: Mapping[str, Any], index: str, data_stream: bool) -> by
     event_id = event.get(events.ID)
     prefix = _action_prefix(index, data_stream)
     if isinstance(event_id, str) and event_id:
+        if event_id.isascii() and event_id.isalnum():  # obsd's and Sentry's hex ids
+            return b'%s,"_id":"%s"}}\n' % (prefix, event_id.encode())
         return prefix + b',"_id":' + json.dumps(event_id).encode() + b"}}\n"
     return prefix + b"}}\n"
 
 
-def encode_bulk_lines(event: Mapping[str, Any], index: str, data_stream: bool) -> bytes:
-    """Return the two NDJSON lines (action, source) for ``event``, ending in ``\\n``."""
-    return encode_action(event, index, data_stream) + _dumps(_document(event)) + b"\n"
+def encode_bulk_lines(
+    event: Mapping[str, Any], index: str, data_stream: bool, when: float | None = None
+) -> bytes:
+    """Return the two NDJSON lines (action, source) for ``event``, ending in ``\\n``.
+
+    ``when`` is the event's time when the caller has it already (for the index name).
+    """
+    return encode_action(event, index, data_stream) + _dumps(_document(event, when)) + b"\n"
 
 
 # --- templates -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Events as JSON lines: sorted keys, RFC 3339 UTC time stamps, no NaN, valid UTF-8.
+"""Events as JSON lines: sorted keys, RFC 3339 UTC time stamps, no NaN, valid UTF-8, compact.
 
 Pure.  Used by the file output and anything else that writes events as text.
 """
@@ -10,8 +10,16 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 _UTC = datetime.UTC
-_dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False).encode
+_dumps = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+#: orjson (several times faster) first; it hands datetimes on (to fail over to the
+#: standard path, which spells them with repr like any other object) and refuses what
+#: the standard path must clean: integers past 64 bits, lone surrogates, other objects
+_FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_APPEND_NEWLINE
 
 
 _last_second: list[object] = [None, ""]
@@ -55,6 +63,10 @@ def encode_json_line(event: dict[str, Any], timestamp_key: str = "timestamp") ->
     stamp = doc.get(timestamp_key)
     if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
         doc[timestamp_key] = rfc3339(stamp)
+    try:
+        return orjson.dumps(doc, option=_FAST_OPTIONS)
+    except TypeError:
+        pass
     try:
         text = _dumps(doc)
     except (ValueError, TypeError):

@@ -40,7 +40,9 @@ class DaemonConfig:
     )
     hostname: str = setting("", help="the host name put on events; empty means the machine's")
     shutdown_timeout: float = setting(
-        10.0, check=at_least(0), help="seconds SIGTERM waits for output queues to drain"
+        10.0, check=at_least(0), help="seconds SIGTERM waits for output queues to drain",
+        client_sees="on SIGTERM, memory queues still holding events after this long count them as "
+                    "dropped.shutdown; disk queues keep them for the next start",
     )
     log_format: Literal["auto", "json", "console"] = setting(
         "auto", help="obsd's own log lines: JSON, or console rendering (auto: console on a TTY)"
@@ -64,6 +66,8 @@ class DaemonConfig:
         0,
         check=at_least(0),
         help="RSS ceiling in bytes: near it inputs are paused (503 on HTTP); 0: no ceiling",
+        client_sees="at 90 % of it stream senders are paused (their writes wait) and HTTP "
+                    "senders get 503 with Retry-After, until RSS is under 80 %; UDP is still read",
     )
     metrics_interval: float = setting(
         60.0,
@@ -101,7 +105,9 @@ class DerivedMetricsConfig:
         True, help="also count each dotted event name (user.login -> PREFIX.name.user.login)"
     )
     max_series: int = setting(
-        10_000, check=at_least(1), help="distinct counters at most; more are dropped and counted"
+        10_000, check=at_least(1), help="distinct counters at most; more are dropped and counted",
+        client_sees="nothing; counts of new names past it are dropped and the gauge "
+                    "obsd.derived.dropped says how many",
     )
 
 
@@ -130,9 +136,16 @@ class BufferConfig:
     type: Literal["memory", "disk"] = setting(
         "memory", help="memory, or disk: written ahead to a spool under data_dir/spool"
     )
-    max_events: int = setting(100_000, check=at_least(1), help="events held at most")
+    max_events: int = setting(
+        100_000, check=at_least(1), help="events held at most",
+        client_sees="when full: with block, stream senders are paused and HTTP senders get 503 "
+                    "with Retry-After; with drop_newest or drop_oldest events are dropped and "
+                    "counted (dropped.full)",
+    )
     max_bytes: int = setting(
-        64 * MiB, check=at_least(1024), help="encoded bytes held at most (on disk, for disk)"
+        64 * MiB, check=at_least(1024), help="encoded bytes held at most (on disk, for disk)",
+        client_sees="the same as max_events, counted in encoded bytes (for a disk buffer, bytes "
+                    "on disk)",
     )
     when_full: WhenFull = setting(
         "block",
@@ -145,10 +158,13 @@ class BufferConfig:
         10_000, check=at_least(1), help="disk buffers: events kept in memory for sending"
     )
     memory_bytes: int = setting(
-        16 * MiB, check=at_least(1024), help="disk buffers: bytes kept in memory for sending"
+        16 * MiB, check=at_least(1024), help="disk buffers: bytes kept in memory for sending",
+        client_sees="nothing; a disk buffer keeps less in memory and reads the rest back from its "
+                    "spool",
     )
     segment_bytes: int = setting(
-        16 * MiB, check=at_least(4096), help="disk buffers: size of one spool segment file"
+        16 * MiB, check=at_least(4096), help="disk buffers: size of one spool segment file",
+        client_sees="nothing; the spool is written and deleted in files of this size",
     )
     low_watermark: float = setting(0.5, help="fraction of a limit at which they resume")
 
@@ -173,14 +189,29 @@ class OutputConfig:
 
     type: str = setting("", help="the output type; defaults to NAME")
     buffer: BufferConfig = setting(factory=BufferConfig)
-    batch_size: int = setting(500, check=at_least(1), help="events per batch at most")
-    batch_bytes: int = setting(MiB, check=at_least(1), help="encoded bytes per batch at most")
-    batch_timeout: float = setting(
-        1.0, check=at_least(0), help="seconds the first event of a batch waits for more"
+    batch_size: int = setting(
+        500, check=at_least(1), help="events per batch at most",
+        client_sees="the destination gets at most this many events per request or write",
     )
-    max_in_flight: int = setting(1, check=at_least(1), help="batches sent at once")
+    batch_bytes: int = setting(
+        MiB, check=at_least(1), help="encoded bytes per batch at most",
+        client_sees="the destination gets requests of at most this many encoded bytes",
+    )
+    batch_timeout: float = setting(
+        1.0, check=at_least(0), help="seconds the first event of a batch waits for more",
+        client_sees="a quiet stream reaches the destination at most this long after its first "
+                    "event",
+    )
+    max_in_flight: int = setting(
+        1, check=at_least(1), help="batches sent at once",
+        client_sees="the destination sees at most this many requests from the output at once",
+    )
     retry_initial: float = setting(0.5, check=at_least(0.001), help="first retry delay, seconds")
-    retry_max: float = setting(60.0, check=at_least(0.001), help="retry delay cap, seconds")
+    retry_max: float = setting(
+        60.0, check=at_least(0.001), help="retry delay cap, seconds",
+        client_sees="a failing destination is tried again at least this often (with jitter, d/2 "
+                    "to d)",
+    )
     failing_after: float = setting(
         60.0, check=at_least(0), help="seconds of failure before health says failing"
     )

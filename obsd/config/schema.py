@@ -36,9 +36,15 @@ def setting(
     secret: bool = False,
     check: Check | None = None,
     help: str = "",  # noqa: A002 - the natural name for a key's description
+    client_sees: str = "",
 ) -> Any:
-    """An attrs field with obsd's metadata (secret, extra check, help text)."""
-    metadata = {"secret": secret, "check": check, "help": help}
+    """An attrs field with obsd's metadata (secret, extra check, help text).
+
+    ``client_sees`` is for limits (``max_*``, ``*_timeout``, ``*_size``, ...): what a
+    sender or a destination sees when the limit is reached; the docs' "Limits" page
+    is generated from it.
+    """
+    metadata = {"secret": secret, "check": check, "help": help, "client_sees": client_sees}
     if factory is not None:
         return attrs.field(factory=factory, metadata=metadata)
     return attrs.field(default=default, metadata=metadata)
@@ -52,6 +58,7 @@ def at_least(minimum: float) -> Check:
             return f"must be at least {minimum}, got {value}"
         return None
 
+    check.minimum = minimum  # type: ignore[attr-defined]  # read by the generated reference
     return check
 
 
@@ -277,13 +284,39 @@ def redacted(obj: Any) -> Any:
     return obj
 
 
-def describe_fields(cls: type) -> list[tuple[str, Any, str]]:
-    """(name, default, help) for each field: the source of the documented key tables."""
+@attrs.frozen
+class FieldDoc:
+    """One setting as the documentation shows it."""
+
+    name: str
+    type: Any
+    #: the default value, or ``attrs.NOTHING`` when the key is required
+    default: Any
+    help: str
+    secret: bool
+    client_sees: str
+    #: the smallest value the check accepts, when the check is ``at_least``
+    minimum: float | None
+
+
+def describe_fields(cls: type) -> list[FieldDoc]:
+    """Each field of a config class, with its metadata: the source of the docs' key tables."""
     attrs.resolve_types(cls)
     rows = []
     for field in attrs.fields(cls):
         default: Any = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()  # type: ignore[union-attr]
-        rows.append((field.name, default, field.metadata.get("help", "")))
+        check = field.metadata.get("check")
+        rows.append(
+            FieldDoc(
+                name=field.name,
+                type=field.type,
+                default=default,
+                help=field.metadata.get("help", ""),
+                secret=bool(field.metadata.get("secret")),
+                client_sees=field.metadata.get("client_sees", ""),
+                minimum=getattr(check, "minimum", None),
+            )
+        )
     return rows

@@ -49,23 +49,38 @@ class Config(ListeningInputConfig):
         codec.MAX_MESSAGE_BYTES,
         check=at_least(1024),
         help="a message (after decompression) or HTTP body past this is refused",
+        client_sees="HTTP: 413 with a reason; UDP and TCP: nothing, the message is dropped "
+        "(bad_messages, logged)",
     )
     max_pending_messages: int = setting(
-        1000, check=at_least(1), help="chunked UDP messages held incomplete at most"
+        1000,
+        check=at_least(1),
+        help="chunked UDP messages held incomplete at most",
+        client_sees="nothing: the oldest incomplete message is dropped (incomplete)",
     )
     max_pending_bytes: int = setting(
-        64 * MiB, check=at_least(1024), help="bytes of chunks held at most"
+        64 * MiB,
+        check=at_least(1024),
+        help="bytes of chunks held at most",
+        client_sees="nothing: the oldest incomplete messages are dropped (incomplete)",
     )
     chunk_timeout: float = setting(
         codec.CHUNK_TIMEOUT,
         check=at_least(0.1),
         help="seconds a chunked message may take to arrive whole (Graylog: 5)",
+        client_sees="nothing: a message still missing chunks is dropped (incomplete)",
     )
     max_connections: int = setting(
-        1024, check=at_least(1), help="open TCP connections at most; more are refused"
+        1024,
+        check=at_least(1),
+        help="open TCP connections at most; more are refused",
+        client_sees="a connection past it is closed at once (counted as refused, logged)",
     )
     receive_buffer_bytes: int = setting(
-        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it"
+        8 * MiB,
+        check=at_least(0),
+        help="UDP receive buffer asked of the kernel; 0 leaves it",
+        client_sees="nothing: datagrams past a full buffer are lost in the kernel, unseen",
     )
 
 

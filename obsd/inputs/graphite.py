@@ -46,20 +46,29 @@ class Config(ListeningInputConfig):
         help="plaintext lines (carbon's 2003, TCP and UDP) or pickle frames (2004, TCP only)",
     )
     max_line_bytes: int = setting(
-        65536, check=at_least(64), help="a longer plaintext line is refused and counted"
+        65536,
+        check=at_least(64),
+        help="a longer plaintext line is refused and counted",
+        client_sees="nothing: the line is dropped up to its newline (bad_lines, logged); "
+        "the connection stays open",
     )
     max_pickle_frame_bytes: int = setting(
         codec.MAX_PICKLE_FRAME,
         check=at_least(1024),
         help="a longer pickle frame closes the connection (carbon's limit: 1 MiB)",
+        client_sees="the connection is closed at the frame's length prefix (bad_frames, logged)",
     )
     max_connections: int = setting(
-        1024, check=at_least(1), help="open TCP connections at most; more are refused"
+        1024,
+        check=at_least(1),
+        help="open TCP connections at most; more are refused",
+        client_sees="a connection past it is closed at once (counted as refused, logged)",
     )
     receive_buffer_bytes: int = setting(
         8 * 1024 * 1024,
         check=at_least(0),
         help="UDP receive buffer asked of the kernel; 0 leaves it",
+        client_sees="nothing: datagrams past a full buffer are lost in the kernel, unseen",
     )
 
 

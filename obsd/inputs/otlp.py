@@ -51,12 +51,16 @@ class Config(ListeningInputConfig):
         help="stream endpoint strings (OTLP/HTTP's port is 4318)",
     )
     max_body_bytes: int = setting(
-        8 * MiB, check=at_least(1024), help="a body (or its gunzipped form) past this gets 413"
+        8 * MiB,
+        check=at_least(1024),
+        help="a body (or its gunzipped form) past this gets 413",
+        client_sees="413 with a google.rpc.Status; SDKs drop that batch (413 is not retried)",
     )
     max_series: int = setting(
         100_000,
         check=at_least(1),
         help="cumulative series whose last value is kept (for increases); oldest forgotten",
+        client_sees="nothing: a forgotten series counts its whole value once when it returns",
     )
     events_per_turn: int = setting(
         1000, check=at_least(1), help="events handed on per reactor turn for a large request"

@@ -62,16 +62,22 @@ class Config(InputConfig):
         factory=list, help="the agents allowed in: [{name, token}] (token_file works too)"
     )
     dedupe_window: float = setting(
-        600.0, check=at_least(0), help="seconds an event id is remembered to drop duplicates"
+        600.0, check=at_least(0), help="seconds an event id is remembered to drop duplicates",
+        client_sees="an agent retrying a batch central took within this window gets 200 and its "
+                    "events are counted as duplicates; after it they pass again",
     )
     dedupe_size: int = setting(
-        1_000_000, check=at_least(0), help="event ids remembered at most (least recent go first)"
+        1_000_000, check=at_least(0), help="event ids remembered at most (least recent go first)",
+        client_sees="ids beyond it are forgotten, least recently seen first; a retry of those "
+                    "passes again",
     )
     max_body_bytes: int = setting(
-        64 * MiB, check=at_least(1024), help="inflated request body size at most"
+        64 * MiB, check=at_least(1024), help="inflated request body size at most",
+        client_sees="400, and nothing of the batch is taken",
     )
     max_events: int = setting(
-        100_000, check=at_least(1), help="events in one request at most"
+        100_000, check=at_least(1), help="events in one request at most",
+        client_sees="400, and nothing of the batch is taken",
     )
 
 

@@ -77,10 +77,15 @@ class Config(InputConfig):
         factory=list, help="accepted projects and keys; empty accepts any key (see allow_any_key)"
     )
     max_event_bytes: int = setting(
-        codec.MAX_EVENT_BYTES, check=at_least(1024), help="store body limit, compressed or not"
+        codec.MAX_EVENT_BYTES, check=at_least(1024), help="store body limit, compressed or not",
+        client_sees="413 'request body exceeded the size limit' for a store body or an envelope's "
+                    "event item over it; a Content-Length over it is refused before the body is "
+                    "read",
     )
     max_envelope_bytes: int = setting(
-        codec.MAX_ENVELOPE_BYTES, check=at_least(1024), help="envelope body limit"
+        codec.MAX_ENVELOPE_BYTES, check=at_least(1024), help="envelope body limit",
+        client_sees="413 'request body exceeded the size limit'; a Content-Length over it is "
+                    "refused before the body is read",
     )
     allow_any_key: bool = setting(
         False, help="allow an empty projects list while [http] listens beyond loopback"

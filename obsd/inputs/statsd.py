@@ -72,10 +72,18 @@ class Config(ListeningInputConfig):
         False, help="DogStatsD tags become Graphite tagged series name;k=v (else dropped)"
     )
     delete_idle_stats: bool = setting(False, help="default for the four delete_* options")
-    delete_counters: bool | None = setting(None, help="drop idle counters (else send 0)")
-    delete_timers: bool | None = setting(None, help="drop idle timers (else count 0)")
-    delete_gauges: bool | None = setting(None, help="drop idle gauges (else resend)")
-    delete_sets: bool | None = setting(None, help="drop idle sets (else count 0)")
+    delete_counters: bool | None = setting(
+        None, help="drop idle counters (else send 0); unset: delete_idle_stats decides"
+    )
+    delete_timers: bool | None = setting(
+        None, help="drop idle timers (else count 0); unset: delete_idle_stats decides"
+    )
+    delete_gauges: bool | None = setting(
+        None, help="drop idle gauges (else resend); unset: delete_idle_stats decides"
+    )
+    delete_sets: bool | None = setting(
+        None, help="drop idle sets (else count 0); unset: delete_idle_stats decides"
+    )
     gauges_max_ttl: int = setting(
         1, check=at_least(1), help="flushes a gauge stays idle before delete_gauges drops it"
     )
@@ -92,18 +100,26 @@ class Config(ListeningInputConfig):
         factory=list, help="timer stats to keep (mean, upper, mean_percent...); empty: all"
     )
     receive_buffer_bytes: int = setting(
-        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it"
+        8 * MiB, check=at_least(0), help="UDP receive buffer asked of the kernel; 0 leaves it",
+        client_sees="nothing (UDP has no answer); a larger buffer means fewer datagrams dropped "
+                    "by the kernel in bursts",
     )
     max_metrics: int = setting(
-        200_000, check=at_least(1), help="series held at most between flushes (drops counted)"
+        200_000, check=at_least(1), help="series held at most between flushes (drops counted)",
+        client_sees="nothing (UDP has no answer); samples of new series are dropped until the "
+                    "next flush and counted (dropped_metrics)",
     )
     max_set_size: int = setting(
-        100_000, check=at_least(1), help="members one set holds at most (drops counted)"
+        100_000, check=at_least(1), help="members one set holds at most (drops counted)",
+        client_sees="nothing; further members are dropped and counted (dropped_set_members), so "
+                    "the set's count stops there",
     )
     max_timer_samples: int = setting(
         100_000,
         check=at_least(1),
         help="samples one timer keeps per flush interval (count stays exact; drops counted)",
+        client_sees="nothing; count and count_ps stay exact, the other timer stats use the "
+                    "samples kept; drops counted (dropped_timer_samples)",
     )
     repeat_to: list[str] = setting(
         factory=list, help='"host:port" StatsD servers that get the raw lines too (UDP)'

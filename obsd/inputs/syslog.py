@@ -51,13 +51,17 @@ class Config(ListeningInputConfig):
         "", help="IANA zone of stamps that carry none (RFC 3164); '' = the machine's zone"
     )
     max_message_size: int = setting(
-        65536, check=at_least(480), help="bytes; longer messages are cut and flagged truncated"
+        65536, check=at_least(480), help="bytes; longer messages are cut and flagged truncated",
+        client_sees="nothing: a longer message is cut there and kept, flagged truncated = true",
     )
     max_connections: int = setting(
-        1024, check=at_least(1), help="open stream connections at most; more are refused"
+        1024, check=at_least(1), help="open stream connections at most; more are refused",
+        client_sees="a connection past it is closed at once (counted as refused, logged)",
     )
     idle_timeout: float = setting(
-        600.0, check=at_least(0), help="seconds a silent connection stays open; 0 = forever"
+        600.0, check=at_least(0), help="seconds a silent connection stays open; 0 = forever",
+        client_sees="a connection silent this long is closed (counted as idle_timeouts); senders "
+                    "such as rsyslog reconnect",
     )
 
 

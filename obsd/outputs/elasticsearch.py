@@ -90,9 +90,15 @@ class Config(OutputConfig):
     )
     template_name: str = setting("", help='the template\'s name; "" = named after index ("obsd")')
     request_timeout: float = setting(
-        30.0, check=at_least(0.1), help="seconds a bulk request may take"
+        30.0, check=at_least(0.1), help="seconds a bulk request may take",
+        client_sees="a bulk request taking longer is cancelled; the node is skipped for 5 s and "
+                    "the batch goes to the next node",
     )
-    connect_timeout: float = setting(5.0, check=at_least(0.1), help="seconds to connect")
+    connect_timeout: float = setting(
+        5.0, check=at_least(0.1), help="seconds to connect",
+        client_sees="a node that does not accept a connection within it is skipped for 5 s; the "
+                    "batch goes to the next node",
+    )
 
 
 def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
@@ -291,8 +297,9 @@ class ElasticsearchOutput(Output):
     # -- encoding ----------------------------------------------------------------
 
     def encode(self, event: dict[str, Any]) -> bytes:
-        index = esbulk.index_name(self._pattern, esbulk.event_time(event))
-        return esbulk.encode_bulk_lines(event, index, self._data_stream)
+        when = esbulk.event_time(event)
+        index = esbulk.index_name(self._pattern, when)
+        return esbulk.encode_bulk_lines(event, index, self._data_stream, when)
 
     def decode(self, record: bytes) -> Any:
         """The dead-letter file shows the document and the index it was meant for."""

@@ -30,7 +30,8 @@ class Config(OutputConfig):
 
     path: str = setting("", help="the file; default data_dir/events.jsonl")
     max_bytes: int = setting(
-        100 * 1024 * 1024, check=at_least(1024), help="rotate when the file would pass this size"
+        100 * 1024 * 1024, check=at_least(1024), help="rotate when the file would pass this size",
+        client_sees="the file is rotated (events.jsonl.1, ...) when a write would pass this size",
     )
     keep: int = setting(5, check=at_least(0), help="rotated files kept (.1 ... .N)")
     batch_timeout: float = setting(

@@ -58,11 +58,18 @@ class Config(OutputConfig):
     )
     replicas: int = setting(100, check=at_least(1), help="ring positions per destination")
     prefix: str = setting("", help="put before every name, once (not again when present)")
-    connect_timeout: float = setting(10.0, check=at_least(0.1), help="seconds per connect")
+    connect_timeout: float = setting(
+        10.0, check=at_least(0.1), help="seconds per connect",
+        client_sees="an attempt taking longer is abandoned and retried with backoff; points stay "
+                    "queued",
+    )
     reconnect_initial: float = setting(
         0.5, check=at_least(0.01), help="first reconnect delay, seconds"
     )
-    reconnect_max: float = setting(30.0, check=at_least(0.01), help="reconnect delay cap")
+    reconnect_max: float = setting(
+        30.0, check=at_least(0.01), help="reconnect delay cap",
+        client_sees="carbon coming back is reconnected to within this many seconds",
+    )
     batch_size: int = setting(5000, check=at_least(1), help="points per write at most")
     batch_timeout: float = setting(
         0.2, check=at_least(0), help="seconds the first point of a batch waits for more"

@@ -54,7 +54,9 @@ class Config(OutputConfig):
     cert_file: str = setting("", help="PEM client certificate, when central asks for one")
     key_file: str = setting("", help="PEM key of cert_file (may be cert_file itself)")
     request_timeout: float = setting(
-        30.0, check=at_least(0.1), help="seconds one request may take before the next url"
+        30.0, check=at_least(0.1), help="seconds one request may take before the next url",
+        client_sees="a request taking longer is cancelled and the next url tried; if central had "
+                    "taken it, its deduplication drops the retry",
     )
     batch_size: int = setting(1000, check=at_least(1), help="events per request at most")
 

@@ -115,7 +115,8 @@ class Config(OutputConfig):
         help="incoming project id -> upstream DSN; unmapped projects go to dsn",
     )
     request_timeout: float = setting(
-        30.0, check=at_least(0.1), help="seconds one upstream request may take"
+        30.0, check=at_least(0.1), help="seconds one upstream request may take",
+        client_sees="a request taking longer is cancelled and retried with the queue's backoff",
     )
     max_in_flight: int = setting(
         8, check=at_least(1), help="upstream requests at once (per upstream)"
@@ -134,12 +135,16 @@ class Config(OutputConfig):
         60.0,
         check=at_least(0),
         help="seconds in which identical log errors are sent once (0: send all)",
+        client_sees="identical log errors within it reach Sentry once; the next one sent carries "
+                    "extra.obsd_repeats_held_back",
     )
     max_held: int = setting(
         10_000,
         check=at_least(1),
         help="records held back for upstream rate limits at most; past it the oldest "
         "goes to the dead-letter file",
+        client_sees="past it the oldest record held for a rate limit goes to the dead-letter file "
+                    "(dropped.rate_limited)",
     )
 
 

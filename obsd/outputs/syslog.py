@@ -51,10 +51,13 @@ class Config(OutputConfig):
         "text", help="MSG: the event text, or the whole event as one JSON object"
     )
     connect_timeout: float = setting(
-        10.0, check=at_least(0.1), help="seconds a connection attempt may take"
+        10.0, check=at_least(0.1), help="seconds a connection attempt may take",
+        client_sees="an attempt taking longer is abandoned and retried with backoff; events stay "
+                    "queued",
     )
     reconnect_max: float = setting(
-        30.0, check=at_least(0.1), help="cap of the reconnect backoff, seconds"
+        30.0, check=at_least(0.1), help="cap of the reconnect backoff, seconds",
+        client_sees="the server coming back is reconnected to within this many seconds",
     )
 
 

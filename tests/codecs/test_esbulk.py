@@ -229,6 +229,22 @@ class TestEncodeBulkLines:
         assert source["bad"] is None
         assert source["nested"] == {"(1, 2)": "tuple key"}
 
+    def test_integer_beyond_64_bits(self) -> None:
+        """orjson refuses integers past 64 bits; the standard encoder writes them exactly."""
+        _, source = lines_of(
+            esbulk.encode_bulk_lines({"id": "e", "timestamp": NOON, "big": 2**70}, "i", False)
+        )
+        assert source["big"] == 2**70
+
+    def test_datetimes_spelled_like_the_cleaning_path(self) -> None:
+        """A datetime value is written as encode_document writes it (isoformat)."""
+        import datetime
+
+        when = datetime.datetime(2025, 11, 24, 16, 0, tzinfo=datetime.UTC)
+        event = {"id": "e", "timestamp": NOON, "at": when}
+        _, source = lines_of(esbulk.encode_bulk_lines(event, "i", False))
+        assert source["at"] == esbulk.encode_document(event)["at"] == when.isoformat()
+
     def test_utf8_and_lone_surrogates(self) -> None:
         """Text is UTF-8 (not \\u escapes); a lone surrogate becomes '?' rather than raising."""
         data = esbulk.encode_bulk_lines(

@@ -203,7 +203,9 @@ def documented() -> list[tuple[str, str, str, str, str]]:
             break
         if line.strip() and not line.lstrip().startswith(":"):
             body.append(line.strip())
-    return [tuple(row) for row in csv.reader(body, skipinitialspace=True)]  # type: ignore[misc]
+    rows = csv.reader(body, skipinitialspace=True)
+    # cells are reStructuredText: a literal ``*`` is written ``\\*``
+    return [tuple(cell.replace("\\*", "*") for cell in row) for row in rows]  # type: ignore[misc]
 
 
 def reasons() -> set[str]:
@@ -268,6 +270,6 @@ if __name__ == "__main__":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         for row in disagreements():
             sys.stdout.write("   ")
-            writer.writerow([*row, table.get(row[0], "R-?")])
+            writer.writerow([c.replace("*", "\\*") for c in [*row, table.get(row[0], "R-?")]])
     else:
         sys.exit("usage: python -m tests.codecs.test_syslog_corpus expected|table")

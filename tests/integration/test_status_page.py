@@ -116,6 +116,6 @@ class TestStatusPage:
         assert re.fullmatch(r"\d+\.\d\d", f"{status['outputs']['file']['rates']['sent']:.2f}")
         shot = chromium.screenshot(base + "/", tmp_path / "status.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        if count == 250 and os.environ.get("OBSD_UPDATE_SCREENSHOT"):  # README's picture
+        if count == 250 and os.environ.get("OBSD_UPDATE_SCREENSHOT"):  # the docs' picture (docs/reference/operations.rst)
             shutil.copyfile(shot, ROOT / "docs" / "status-page.png")
         assert proc.stop() == 0

@@ -21,7 +21,7 @@ def make(tmp_path: Path, clock: Clock, **kw: object) -> FileOutput:
 
 class TestEncoding:
     def test_line_format(self, tmp_path: Path) -> None:
-        """Sorted keys, RFC 3339 UTC timestamp with microseconds, no NaN, no private keys."""
+        """Compact, sorted keys, RFC 3339 UTC timestamp with microseconds, no NaN, no private keys."""
         clock = Clock()
         out = make(tmp_path, clock, batch_size=1)
         out.accept({"timestamp": 1.5, "event": "caf\udcc3", "value": float("nan"),
@@ -29,9 +29,19 @@ class TestEncoding:
         success_result_of(out.stopService())
         line = (tmp_path / "events.jsonl").read_text()
         assert line == (
-            '{"a": 2, "b": 1, "event": "caf?", "timestamp": "1970-01-01T00:00:01.500000Z", '
-            '"value": null}\n'
+            '{"a":2,"b":1,"event":"caf?","timestamp":"1970-01-01T00:00:01.500000Z",'
+            '"value":null}\n'
         )
+
+    def test_fast_path_matches_the_standard_encoder(self, tmp_path: Path) -> None:
+        """orjson's line and the standard encoder's (integers past 64 bits) are alike."""
+        from obsd.codecs.jsonline import encode_json_line
+
+        event = {"timestamp": 1.5, "event": "é", "value": 1.25, "n": [1, {"z": None}]}
+        fast = encode_json_line(event)
+        slow = encode_json_line({**event, "big": 2**70})
+        assert slow == b'{"big":1180591620717411303424,' + fast[1:]
+        assert b'"n":[1,{"z":null}]' in fast
 
 
 class TestRotation:

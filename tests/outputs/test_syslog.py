@@ -122,7 +122,7 @@ class TestFormat:
     def test_json_message(self) -> None:
         """message = json puts the whole public event in MSG."""
         line = format_rfc5424(event(1, _private=1), json_message=True)
-        assert b'"event": "line 1"' in line
+        assert b'"event":"line 1"' in line
         assert b"_private" not in line
 
     def test_octet_frame(self) -> None:
