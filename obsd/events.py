@@ -63,7 +63,9 @@ SENTRY: Final = "sentry"
 #: A StatsD agent's per-interval partial aggregate of one series, for central to
 #: merge (``obsd.aggregation.partials``); never a point a metric output writes.
 STATSD_PARTIAL: Final = "statsd_partial"
-KINDS: Final = (LOG, ERROR, METRIC, SENTRY, STATSD_PARTIAL)
+#: a trace span (OpenTelemetry): name, ids, timing and status
+SPAN: Final = "span"
+KINDS: Final = (LOG, ERROR, METRIC, SENTRY, SPAN, STATSD_PARTIAL)
 
 # Metric types (``METRIC_TYPE``) and the statistic of a single-valued metric.
 COUNTER: Final = "counter"

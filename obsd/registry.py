@@ -16,6 +16,9 @@ import importlib
 from types import ModuleType
 
 INPUT_MODULES: dict[str, str] = {
+    "gelf": "obsd.inputs.gelf",
+    "graphite": "obsd.inputs.graphite",
+    "otlp": "obsd.inputs.otlp",
     "relay": "obsd.inputs.relay",
     "sentry": "obsd.inputs.sentry",
     "statsd": "obsd.inputs.statsd",

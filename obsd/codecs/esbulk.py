@@ -273,6 +273,12 @@ def index_template(
                     events.HOST: keyword,
                     events.EVENT: {"type": "text", "fields": {"keyword": keyword}},
                     events.VALUE: {"type": "double"},
+                    # spans (OpenTelemetry) and the logs and errors that point at them
+                    "trace_id": keyword,
+                    "span_id": keyword,
+                    "parent_span_id": keyword,
+                    "service": keyword,
+                    "duration_ms": {"type": "double"},
                 },
             },
         },

@@ -116,7 +116,7 @@ class RouteMatch:
     """What a route matches; every given condition must hold."""
 
     kind: list[str] = setting(
-        factory=list, help="event kinds (log, error, metric, sentry, statsd_partial)"
+        factory=list, help="event kinds (log, error, metric, sentry, span, statsd_partial)"
     )
     source: list[str] = setting(factory=list, help="input names")
     level: str = setting("", help="minimum level")

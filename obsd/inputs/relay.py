@@ -303,6 +303,7 @@ class RelayResource(Resource):
             events.METRIC: ingest.metric,
             events.SENTRY: ingest.sentry,
             events.STATSD_PARTIAL: ingest.statsd_partial,
+            events.SPAN: ingest.span,
         }
         for event in batch:
             event_id = event.get(events.ID)

@@ -172,6 +172,33 @@ def set_receive_buffer(sock: Any, asked: int, platform: str = sys.platform) -> t
     return granted, granted < asked
 
 
+def tune_receive_buffer(sock: Any, asked: int, log: Any, input_name: str) -> None:
+    """Ask for ``asked`` bytes (0: leave it); log the grant, with the sysctl when capped.
+
+    Every UDP input does this: most UDP loss at real rates is this buffer
+    overflowing while the process is busy for a moment.
+    """
+    if not asked:
+        return
+    try:
+        granted, capped = set_receive_buffer(sock, asked)
+    except OSError as exc:
+        log.warning("cannot set the UDP receive buffer", input=input_name, error=str(exc))
+        return
+    if capped:
+        log.warning(
+            "UDP receive buffer smaller than asked; raise the kernel cap",
+            input=input_name,
+            asked_bytes=asked,
+            granted_bytes=granted,
+            hint=f"sysctl -w net.core.rmem_max={asked}",
+        )
+    else:
+        log.info(
+            "UDP receive buffer set", input=input_name, asked_bytes=asked, granted_bytes=granted
+        )
+
+
 class StatsdDatagramProtocol(DatagramProtocol):
     """One datagram, one call into the input; sets the receive buffer once listening."""
 
@@ -400,26 +427,7 @@ class StatsdInput(MultiService):
 
     def tune_socket(self, sock: Any) -> None:
         """Ask for ``receive_buffer_bytes``; log the grant, with the sysctl when capped."""
-        asked = self.config.receive_buffer_bytes
-        if not asked:
-            return
-        try:
-            granted, capped = set_receive_buffer(sock, asked)
-        except OSError as exc:
-            self._log.warning("cannot set the UDP receive buffer", input=self.name, error=str(exc))
-            return
-        if capped:
-            self._log.warning(
-                "UDP receive buffer smaller than asked; raise the kernel cap",
-                input=self.name,
-                asked_bytes=asked,
-                granted_bytes=granted,
-                hint=f"sysctl -w net.core.rmem_max={asked}",
-            )
-        else:
-            self._log.info(
-                "UDP receive buffer set", input=self.name, asked_bytes=asked, granted_bytes=granted
-            )
+        tune_receive_buffer(sock, self.config.receive_buffer_bytes, self._log, str(self.name))
 
     def _repeat_error(self, message: str) -> None:
         self._repeat_errors.inc()

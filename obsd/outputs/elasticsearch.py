@@ -50,7 +50,7 @@ from obsd.ops.log import get_logger
 from obsd.outputs.base import Output, OutputContext, SendResult, backoff_delay
 
 ACCEPTS = frozenset(events.KINDS)
-DEFAULT_KINDS = frozenset({events.LOG, events.ERROR})
+DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.SPAN})
 
 #: How long a node that failed on the network (or with a 5xx) is skipped.
 NODE_DOWN_SECONDS = 5.0

@@ -20,7 +20,7 @@ from obsd.config.schema import at_least, setting
 from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
-DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.METRIC})
+DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.METRIC, events.SPAN})
 LISTEN_TYPES: frozenset[str] = frozenset()
 
 

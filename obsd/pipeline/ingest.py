@@ -50,3 +50,7 @@ class IngestLogger(BoundLoggerBase):
     def sentry(self, fields: dict[str, Any]) -> None:
         """Another Sentry item (transaction, session, attachment...), kept for forwarding."""
         self._emit(events.SENTRY, fields)
+
+    def span(self, fields: dict[str, Any]) -> None:
+        """A trace span (OpenTelemetry): name, ids, timing, status."""
+        self._emit(events.SPAN, fields)

@@ -147,4 +147,4 @@ class Router:
             out.accept(event)
 
     # structlog calls the method named after the event's kind
-    log = error = metric = sentry = statsd_partial = route
+    log = error = metric = sentry = span = statsd_partial = route

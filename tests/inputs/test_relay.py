@@ -139,11 +139,13 @@ class TestDecode:
              "timestamp": 60.0, "host": "agent1", "source": "statsd"},
             {"id": "s4", "kind": "sentry", "event": "transaction", "timestamp": 6.0,
              "host": "agent2", "source": "sentry", "payload": raw},
+            {"id": "p5", "kind": "span", "event": "POST /pay", "timestamp": 7.0,
+             "host": "agent1", "source": "otlp", "trace_id": "ab" * 16},
         ]
         code, _ = post(stub, body(sent))
         assert code == 200
         kinds = [k for k, _ in recorder.got]
-        assert kinds == ["log", "error", "metric", "sentry"]
+        assert kinds == ["log", "error", "metric", "sentry", "span"]
         for (_, got), want in zip(recorder.got, sent, strict=True):
             for key in ("id", "timestamp", "host", "source", "event"):
                 assert got[key] == want[key]

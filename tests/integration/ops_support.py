@@ -49,9 +49,12 @@ def get_json(url: str) -> Any:
 
 
 def file_events(path: Path) -> list[dict[str, Any]]:
+    """The events obsd has written whole (a line still being written is left for later)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 SENTRY_PROJECT = 42

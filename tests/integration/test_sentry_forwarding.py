@@ -107,10 +107,13 @@ def _recorder() -> Iterator[Recorder]:
 
 
 def file_events(proc: ObsdProcess) -> list[dict[str, Any]]:
+    """The events obsd has written whole (a line still being written is left for later)."""
     path = proc.data_dir / "events.jsonl"  # type: ignore[attr-defined]
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 UPSTREAM_B = """
