@@ -110,11 +110,20 @@ class Output(Service):
 
     # -- the router's side ----------------------------------------------------------
 
+    def route(self, event: dict[str, Any]) -> tuple[str, bytes] | None:
+        """(destination key, record) for an event, or None to skip it (counted by the output).
+
+        Encoding errors raise; ``accept`` dead-letters the event.  Outputs that
+        learn the destination while encoding (Graphite's ring) override this.
+        """
+        record = self.encode(event)
+        return ("" if self._single is not None else self.destination_for(event)), record
+
     def accept(self, event: dict[str, Any]) -> None:
-        """Take one routed event: encode it and queue it."""
+        """Take one routed event: encode it and queue it; dead-letter what cannot be encoded."""
         self._received.inc()
         try:
-            record = self.encode(event)
+            routed = self.route(event)
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
             self._encode_errors.inc()
             self.context.dead_letter.write(self.name, f"cannot encode: {exc!r}", repr(event))
@@ -125,10 +134,13 @@ class Output(Service):
                 error=repr(exc),
             )
             return
+        if routed is None:
+            return
+        key, record = routed
         if self._single is not None:
             self._single.put(record)
         else:
-            self.queues[self.destination_for(event)].put(record)
+            self.queues[key].put(record)
 
     def health(self) -> dict[str, Any]:
         """The worst state of the queues, and each queue's report."""

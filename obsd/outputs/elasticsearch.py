@@ -35,17 +35,16 @@ from urllib.parse import urlsplit
 
 import attrs
 import treq
-from treq.client import HTTPClient
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.client import HTTPConnectionPool
 
 from obsd import events
 from obsd.codecs import esbulk
 from obsd.config.model import MiB, ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.net.httpclient import make_http_client, retry_after
+from obsd.net.tls import check_tls_files
 from obsd.ops.log import get_logger
 from obsd.outputs.base import Output, OutputContext, SendResult, backoff_delay
 
@@ -118,11 +117,8 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
         problems.add(f"{path}.index", "a data stream has one name: no % directives")
     if cfg.gzip_level > 9:
         problems.add(f"{path}.gzip_level", f"must be at most 9, got {cfg.gzip_level}")
-    if cfg.ca_file:
-        try:
-            _trust_root(cfg.ca_file)
-        except (OSError, ValueError, ssl.SSL.Error) as exc:
-            problems.add(f"{path}.ca_file", f"cannot load CA bundle: {exc}")
+    for key, reason in check_tls_files(cfg.ca_file):
+        problems.add(f"{path}.{key}", reason)
     if isinstance(cfg.template, str):
         try:
             _load_template_file(cfg.template)
@@ -135,51 +131,6 @@ def _load_template_file(path: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError("expected a JSON object")
     return body
-
-
-def _trust_root(ca_file: str) -> Any:
-    text = Path(ca_file).read_text()
-    marker = "-----END CERTIFICATE-----"
-    pems = [chunk + marker for chunk in text.split(marker) if "-----BEGIN" in chunk]
-    if not pems:
-        raise ValueError("no PEM certificate in the file")
-    return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(p.encode()) for p in pems])
-
-
-def make_http_client(config: Config, reactor: Any, pool: HTTPConnectionPool) -> HTTPClient:
-    """A treq client over the persistent ``pool``, trusting ``ca_file`` when given."""
-    kwargs: dict[str, Any] = {}
-    if config.ca_file:
-        kwargs["contextFactory"] = BrowserLikePolicyForHTTPS(_trust_root(config.ca_file))
-    agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=pool, **kwargs)
-    return HTTPClient(agent, data_to_body_producer=BytesProducer)
-
-
-@implementer(IBodyProducer)
-class BytesProducer:
-    """A body already in memory, written in one go (the client's ``data_to_body_producer``).
-
-    treq would otherwise wrap bytes in a ``FileBodyProducer``, which writes 64 KiB per
-    cooperator tick (10 ms apart): a 1 MiB bulk body would then take 160 ms
-    to leave, whatever the network.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
-        consumer.write(self._body)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:
-        """Nothing to pause: the body is already written."""
-
-    def resumeProducing(self) -> None:
-        """Nothing to resume."""
-
-    def stopProducing(self) -> None:
-        """Nothing to stop."""
 
 
 def default_template_name(index: str) -> str:
@@ -228,14 +179,6 @@ def _error_text(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace")
 
 
-def _retry_after(response: IResponse) -> float | None:
-    values = response.headers.getRawHeaders(b"retry-after") or []
-    try:
-        return float(values[0]) if values else None
-    except ValueError:
-        return None
-
-
 class ElasticsearchOutput(Output):
     """Bulk-index events into one Elasticsearch (or OpenSearch) cluster."""
 
@@ -253,9 +196,12 @@ class ElasticsearchOutput(Output):
         self._next = 0
         self._pool: HTTPConnectionPool | None = None
         if http_client is None:
-            self._pool = HTTPConnectionPool(context.reactor, persistent=True)
-            self._pool.maxPersistentPerHost = max(2, config.max_in_flight)
-            http_client = make_http_client(config, context.reactor, self._pool)
+            http_client, self._pool = make_http_client(
+                context.reactor,
+                connect_timeout=config.connect_timeout,
+                max_persistent=max(2, config.max_in_flight),
+                ca_file=config.ca_file,
+            )
         self._http = http_client
         self._headers = self._make_headers(config)
         self._pattern = config.index
@@ -421,7 +367,7 @@ class ElasticsearchOutput(Output):
         if code == 429 or code >= 500:
             reason = f"{code} {_error_text(text)}"
             return SendResult(
-                retry=list(range(count)), retry_reason=reason, retry_after=_retry_after(response)
+                retry=list(range(count)), retry_reason=reason, retry_after=retry_after(response)
             )
         if code in (400, 413):
             raise _Bisect(code, _error_text(text))

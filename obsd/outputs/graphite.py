@@ -303,37 +303,16 @@ class GraphiteOutput(Output):
             raise ValueError("value is not finite")
         return point[1]
 
-    def destination_for(self, event: dict[str, Any]) -> str:
+    def route(self, event: dict[str, Any]) -> tuple[str, bytes] | None:
+        """Encode once; skip non-finite values (counted); the ring's destination for the path."""
         point = self.point(event)
-        return self._route(point[0] if point else str(event.get(events.EVENT)))
-
-    def _route(self, path: str) -> str:
-        if self._single is not None:
-            return self.destinations[0].key
-        return self._by_node[self.ring.get_node(path)]
-
-    def accept(self, event: dict[str, Any]) -> None:
-        """Encode once, skip non-finite values (counted), queue on the ring's destination."""
-        self._received.inc()
-        try:
-            point = self.point(event)
-        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
-            self._encode_errors.inc()
-            self.context.throttle.error(
-                f"{self.name}:encode",
-                "graphite output cannot encode event",
-                output=self.name,
-                error=repr(exc),
-            )
-            return
         if point is None:
             self._nonfinite.inc()
-            return
+            return None
         path, record = point
         if self._single is not None:
-            self._single.put(record)
-        else:
-            self.queues[self._route(path)].put(record)
+            return self.destinations[0].key, record
+        return self._by_node[self.ring.get_node(path)], record
 
     def decode(self, record: bytes) -> Any:
         return record.decode("utf-8", "replace").rstrip("\n")

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.web.client import HTTPConnectionPool
 
 from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.net.httpclient import make_http_client
+from obsd.net.tls import check_tls_files
 from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
@@ -53,6 +54,11 @@ class Config(OutputConfig):
     ca_file: str = setting("", help="PEM CA certificates that sign central's certificate (https)")
     cert_file: str = setting("", help="PEM client certificate, when central asks for one")
     key_file: str = setting("", help="PEM key of cert_file (may be cert_file itself)")
+    connect_timeout: float = setting(
+        5.0, check=at_least(0.1), help="seconds to connect to one url",
+        client_sees="a url that does not accept a connection within it is given up for the "
+                    "next url; the batch stays queued",
+    )
     request_timeout: float = setting(
         30.0, check=at_least(0.1), help="seconds one request may take before the next url",
         client_sees="a request taking longer is cancelled and the next url tried; if central had "
@@ -69,12 +75,8 @@ def check_config(name: str, cfg: Config, whole: Any, problems: Problems) -> None
     for i, url in enumerate(cfg.urls):
         if not url.startswith(("http://", "https://")):
             problems.add(f"{path}.urls[{i}]", f"expected an http:// or https:// url, got {url!r}")
-    if cfg.key_file and not cfg.cert_file:
-        problems.add(f"{path}.key_file", "key_file needs cert_file")
-    for key in ("ca_file", "cert_file", "key_file"):
-        value = getattr(cfg, key)
-        if value and not Path(value).is_file():
-            problems.add(f"{path}.{key}", f"no such file {value!r}")
+    for key, reason in check_tls_files(cfg.ca_file, cfg.cert_file, cfg.key_file):
+        problems.add(f"{path}.{key}", reason)
 
 
 def events_url(base: str) -> bytes:
@@ -105,52 +107,6 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
-def make_tls_policy(ca_file: str, cert_file: str, key_file: str) -> Any:
-    """An ``IPolicyForHTTPS`` trusting ``ca_file`` and presenting a client certificate."""
-    from twisted.internet import ssl
-    from twisted.web.client import BrowserLikePolicyForHTTPS
-    from twisted.web.iweb import IPolicyForHTTPS
-
-    trust: Any = None
-    if ca_file:
-        trust = ssl.trustRootFromCertificates(
-            [ssl.Certificate.loadPEM(Path(ca_file).read_bytes())]
-        )
-    client: Any = None
-    if cert_file:
-        pem = Path(cert_file).read_bytes()
-        if key_file and key_file != cert_file:
-            pem += b"\n" + Path(key_file).read_bytes()
-        client = ssl.PrivateCertificate.loadPEM(pem)
-    if client is None:
-        return BrowserLikePolicyForHTTPS(trustRoot=trust)
-
-    @implementer(IPolicyForHTTPS)
-    class _Policy:
-        def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-            return ssl.optionsForClientTLS(
-                hostname.decode("ascii"), trustRoot=trust, clientCertificate=client
-            )
-
-    return _Policy()
-
-
-def make_http_client(reactor: Any, config: Config) -> Any:
-    """A treq client with its own persistent connection pool."""
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = max(2, config.max_in_flight)
-    pool.retryAutomatically = False  # a POST is retried by the queue, not behind its back
-    kwargs: dict[str, Any] = {"pool": pool}
-    if any(u.startswith("https://") for u in config.urls):
-        kwargs["contextFactory"] = make_tls_policy(
-            config.ca_file, config.cert_file, config.key_file
-        )
-    return HTTPClient(Agent(reactor, **kwargs))
-
-
 class RelayOutput(Output):
     """POST batches to central; fail over across ``urls``; keep what is not acknowledged."""
 
@@ -164,7 +120,17 @@ class RelayOutput(Output):
         self.urls = [events_url(u) for u in config.urls]
         self._current = 0
         super().__init__(name, config, context)
-        self.http = http_client or make_http_client(context.reactor, config)
+        self._pool: HTTPConnectionPool | None = None
+        if http_client is None:
+            http_client, self._pool = make_http_client(
+                context.reactor,
+                connect_timeout=config.connect_timeout,
+                max_persistent=max(2, config.max_in_flight),
+                ca_file=config.ca_file,
+                cert_file=config.cert_file,
+                key_file=config.key_file,
+            )
+        self.http = http_client
         tel = context.telemetry
         self._failovers = tel.counter(f"obsd.output.{name}.failovers")
         self._refused = tel.counter(f"obsd.output.{name}.refused")
@@ -255,9 +221,8 @@ class RelayOutput(Output):
         raise PermanentError(f"HTTP {code} from {url.decode()}: {detail}")
 
     def after_drain(self) -> None:
-        pool = getattr(getattr(self.http, "_agent", None), "_pool", None)
-        if pool is not None:
-            pool.closeCachedConnections()
+        if self._pool is not None:
+            self._pool.closeCachedConnections()
 
 
 def build_output(

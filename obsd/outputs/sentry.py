@@ -57,6 +57,7 @@ from obsd.codecs.sentry import Envelope
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
+from obsd.net.httpclient import make_http_client
 from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset({events.ERROR, events.SENTRY, events.LOG})
@@ -113,6 +114,11 @@ class Config(OutputConfig):
         secret=True,
         check=_check_projects,
         help="incoming project id -> upstream DSN; unmapped projects go to dsn",
+    )
+    connect_timeout: float = setting(
+        5.0, check=at_least(0.1), help="seconds to connect to an upstream",
+        client_sees="an upstream that does not accept a connection within it fails the request; "
+                    "the report stays queued and is retried with backoff",
     )
     request_timeout: float = setting(
         30.0, check=at_least(0.1), help="seconds one upstream request may take",
@@ -265,13 +271,12 @@ class SentryOutput(Output):
 
     def _make_http(self, context: OutputContext, config: Config) -> Any:
         """A keep-alive client with its own pool (never treq's global one)."""
-        from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        self._pool = HTTPConnectionPool(context.reactor, persistent=True)
-        self._pool.maxPersistentPerHost = config.max_in_flight
-        agent = Agent(context.reactor, connectTimeout=config.request_timeout, pool=self._pool)
-        return HTTPClient(agent)
+        client, self._pool = make_http_client(
+            context.reactor,
+            connect_timeout=config.connect_timeout,
+            max_persistent=config.max_in_flight,
+        )
+        return client
 
     def make_destinations(self) -> Sequence[_Upstream]:
         return list(self._upstreams.values())

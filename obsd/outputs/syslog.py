@@ -11,7 +11,6 @@ transport pauses us and sends wait, so a slow server pushes back on the queue.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -26,6 +25,7 @@ from obsd import events
 from obsd.codecs.rfc5424 import FACILITY_CODES, format_rfc5424, octet_frame
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.net.tls import check_tls_files, client_tls_options
 from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset({events.LOG, events.ERROR})
@@ -84,8 +84,8 @@ def check_config(name: str, cfg: Config, whole: Any, problems: Problems) -> None
         value = getattr(cfg, key)
         if value and not tls:
             problems.add(f"{path}.{key}", "only used with a tls: destination")
-        if value and not Path(value).is_file():
-            problems.add(f"{path}.{key}", f"no such file {value!r}")
+    for key, reason in check_tls_files(cfg.ca_file, cfg.cert_file, cfg.key_file):
+        problems.add(f"{path}.{key}", reason)
 
 
 @implementer(IPushProducer)
@@ -152,21 +152,8 @@ def make_endpoint(reactor: Any, config: Config) -> Any:
     endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=config.connect_timeout)
     if not tls:
         return endpoint
-    from twisted.internet import ssl
-
-    trust: Any = None
-    if config.ca_file:
-        trust = ssl.trustRootFromCertificates(
-            [ssl.Certificate.loadPEM(Path(config.ca_file).read_bytes())]
-        )
-    client: Any = None
-    if config.cert_file:
-        pem = Path(config.cert_file).read_bytes()
-        if config.key_file and config.key_file != config.cert_file:
-            pem += b"\n" + Path(config.key_file).read_bytes()
-        client = ssl.PrivateCertificate.loadPEM(pem)
-    options = ssl.optionsForClientTLS(
-        config.server_name or host, trustRoot=trust, clientCertificate=client
+    options = client_tls_options(
+        config.server_name or host, config.ca_file, config.cert_file, config.key_file
     )
     return wrapClientTLS(options, endpoint)
 

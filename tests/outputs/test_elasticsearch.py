@@ -596,9 +596,7 @@ class TestTemplateName:
 class TestTls:
     def test_ca_file_trusted(self, tmp_path: Path) -> None:
         """A PEM bundle of several CAs loads, passes the config check and builds a client."""
-        from twisted.web.client import HTTPConnectionPool
-
-        from obsd.outputs.elasticsearch import make_http_client
+        from obsd.net.httpclient import make_http_client
 
         pems = [self_signed_pem(f"ca{i}") for i in (1, 2)]
         bundle = tmp_path / "ca.pem"
@@ -608,8 +606,9 @@ class TestTls:
         check_config("es", config, ObsdConfig(), problems)
         assert problems.lines == []
         clock = Clock()
-        client = make_http_client(config, clock, HTTPConnectionPool(clock, persistent=True))
+        client, pool = make_http_client(clock, connect_timeout=5.0, ca_file=config.ca_file)
         assert client is not None
+        assert pool.persistent
 
     def test_not_pem(self, tmp_path: Path) -> None:
         """A file without certificates is a config problem."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 from pathlib import Path
@@ -130,10 +131,19 @@ class TestEncoding:
     def test_not_a_number_is_an_encode_error(
         self, reactor: MemoryReactorClock, tmp_path: Path
     ) -> None:
-        """A value that is not a number is counted as an encode error."""
+        """A value that is not a number is an encode error, counted and dead-lettered.
+
+        Graphite used to have its own copy of ``accept`` that counted the error
+        but never wrote the dead letter every other output writes.
+        """
         out = make(reactor, tmp_path)
         out.accept(metric("bad", "12"))
         assert out.context.telemetry.value("obsd.output.graphite.encode_errors") == 1
+        (letter,) = [
+            json.loads(line) for line in (tmp_path / "dead-letter.jsonl").read_text().splitlines()
+        ]
+        assert letter["output"] == "graphite"
+        assert "value is not a number" in letter["reason"]
 
     @pytest.mark.parametrize(
         ("name", "sent"),
