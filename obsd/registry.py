@@ -33,6 +33,7 @@ OUTPUT_MODULES: dict[str, str] = {
     "elasticsearch": "obsd.outputs.elasticsearch",
     "relay": "obsd.outputs.relay",
     "syslog": "obsd.outputs.syslog",
+    "influxdb": "obsd.outputs.influxdb",
 }
 
 

@@ -47,6 +47,7 @@ from obsd.net.httpclient import make_http_client, retry_after
 from obsd.net.tls import check_tls_files
 from obsd.ops.log import get_logger
 from obsd.outputs.base import Output, OutputContext, SendResult, backoff_delay
+from obsd.outputs.bisect import WholeBatchRefused, send_bisecting
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.SPAN})
@@ -146,15 +147,6 @@ def default_template_name(index: str) -> str:
 
 class BulkRequestError(Exception):
     """A bulk request got no usable answer from any node."""
-
-
-class _Bisect(Exception):  # noqa: N818 - an internal signal, not an error for users
-    """A whole-request 400/413: split the batch to find the refused document."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
 
 
 class _Node:
@@ -326,34 +318,11 @@ class ElasticsearchOutput(Output):
             return d
         return self._send_bulk(batch)
 
-    @defer.inlineCallbacks
-    def _send_bulk(self, batch: Sequence[bytes]) -> Any:
-        try:
-            result = yield self._post(batch)
-        except _Bisect as bisect:
-            result = yield self._bisect(batch, bisect)
+    def _send_bulk(self, batch: Sequence[bytes]) -> defer.Deferred[SendResult | None]:
+        result: defer.Deferred[SendResult | None] = send_bisecting(
+            batch, self._post, self._bisects.inc
+        )
         return result
-
-    @defer.inlineCallbacks
-    def _bisect(self, batch: Sequence[bytes], refusal: _Bisect) -> Any:
-        """Split a batch the cluster refused whole, to dead-letter only the culprit."""
-        if len(batch) == 1:
-            return SendResult(rejected=[(0, f"{refusal.status} {refusal.reason}")])
-        self._bisects.inc()
-        half = len(batch) // 2
-        merged = SendResult()
-        for offset, part in ((0, batch[:half]), (half, batch[half:])):
-            result = yield self._send_bulk(part)
-            if result is None:
-                continue
-            merged.retry.extend(offset + i for i in result.retry)
-            merged.rejected.extend((offset + i, why) for i, why in result.rejected)
-            merged.retry_reason = merged.retry_reason or result.retry_reason
-            if result.retry_after is not None:
-                merged.retry_after = max(merged.retry_after or 0.0, result.retry_after)
-        if not merged.retry and not merged.rejected:
-            return None
-        return merged
 
     @defer.inlineCallbacks
     def _post(self, batch: Sequence[bytes]) -> Any:
@@ -370,7 +339,7 @@ class ElasticsearchOutput(Output):
                 retry=list(range(count)), retry_reason=reason, retry_after=retry_after(response)
             )
         if code in (400, 413):
-            raise _Bisect(code, _error_text(text))
+            raise WholeBatchRefused(f"{code} {_error_text(text)}")
         if code >= 300:
             # 401, 403, 404...: a configuration problem; keep the events and say so
             raise BulkRequestError(f"{code} {_error_text(text)}")

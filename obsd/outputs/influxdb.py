@@ -1,0 +1,215 @@
+"""The ``influxdb`` output: metric points as line protocol to InfluxDB's ``/write`` API.
+
+InfluxDB 1.x serves ``/write``; 2.x and 3.x keep it for compatibility (the
+database is then a bucket, and ``token`` authenticates).  Lines are made by
+``obsd.codecs.influx_line``; this module posts batches and judges answers:
+
+* 204: written;
+* 400 (a line InfluxDB refuses: a field type conflict, a bad line) and 413:
+  the batch is halved until the refused line stands alone, which goes to the
+  dead-letter file with InfluxDB's error text (the good halves are written
+  again: the same series and time, so InfluxDB stores each point once);
+* 429 and 5xx, timeouts and network errors: the batch stays queued and is
+  retried with backoff (honouring ``Retry-After``);
+* 401, 403 and 404 (bad credentials, no such database): a configuration
+  problem; the batch stays queued, health says failing and the log says why,
+  so fixing the config (and a reload) loses nothing;
+* other 4xx: dead-lettered with the server's error text.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
+
+import attrs
+import treq
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
+
+from obsd import events
+from obsd.codecs import influx_line
+from obsd.config.model import MiB, ObsdConfig, OutputConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.net.httpclient import make_http_client, retry_after
+from obsd.net.tls import check_tls_files
+from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
+from obsd.outputs.bisect import WholeBatchRefused, send_bisecting
+
+ACCEPTS = frozenset({events.METRIC})
+DEFAULT_KINDS = frozenset({events.METRIC})
+
+
+@attrs.frozen(kw_only=True)
+class Config(OutputConfig):
+    """``[outputs.influxdb]``."""
+
+    url: str = setting("http://127.0.0.1:8086", help="InfluxDB's base url (http or https)")
+    database: str = setting("obsd", help="database (1.x) or bucket (2.x, 3.x) written to")
+    retention_policy: str = setting("", help='retention policy; "" = the database\'s default')
+    precision: Literal["s", "ms", "us", "ns"] = setting(
+        "s", help="timestamp precision of the lines (StatsD flushes are whole seconds)"
+    )
+    username: str = setting("", help="user (1.x auth), sent as basic auth")
+    password: str = setting("", secret=True, help="password of username")
+    token: str = setting("", secret=True, help="an API token (Authorization: Token ...)")
+    tag_fields: list[str] = setting(
+        factory=lambda: ["host"],
+        help="event fields written as tags beside the metric's own tags and metric_type",
+    )
+    gzip: bool = setting(True, help="gzip request bodies (Content-Encoding: gzip)")
+    ca_file: str = setting("", help="PEM bundle of CAs to trust for an https url")
+    batch_size: int = setting(5000, check=at_least(1), help="lines per write at most")
+    batch_bytes: int = setting(
+        4 * MiB, check=at_least(1024), help="line-protocol bytes per write at most"
+    )
+    connect_timeout: float = setting(
+        5.0, check=at_least(0.1), help="seconds to connect",
+        client_sees="a server that does not accept a connection within it fails the write; the "
+                    "batch stays queued and is retried with backoff",
+    )
+    request_timeout: float = setting(
+        30.0, check=at_least(0.1), help="seconds one write may take",
+        client_sees="a write taking longer is cancelled and retried with backoff",
+    )
+
+
+def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
+    """The url, the database name, auth and TLS files are checked before the daemon starts."""
+    path = f"outputs.{name}"
+    parts = urlsplit(cfg.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.add(f"{path}.url", f"expected http(s)://host[:port], got {cfg.url!r}")
+    if not cfg.database:
+        problems.add(f"{path}.database", "a database (or bucket) name is needed")
+    if cfg.token and cfg.username:
+        problems.add(f"{path}.token", "give either token or username/password, not both")
+    if cfg.password and not cfg.username:
+        problems.add(f"{path}.password", "a password needs a username")
+    for key, reason in check_tls_files(cfg.ca_file):
+        problems.add(f"{path}.{key}", reason)
+
+
+def _error_text(body: bytes) -> str:
+    """InfluxDB's ``{"error": "..."}``, or the start of the body."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return str(parsed["error"])
+    return body[:300].decode("utf-8", "replace").strip()
+
+
+class InfluxOutput(Output):
+    """Metric events as InfluxDB points, written in batches to one server."""
+
+    type_name = "influxdb"
+
+    def __init__(
+        self, name: str, config: Config, context: OutputContext, http_client: Any = None
+    ) -> None:
+        self.influx_config = config
+        self._pool: HTTPConnectionPool | None = None
+        if http_client is None:
+            http_client, self._pool = make_http_client(
+                context.reactor,
+                connect_timeout=config.connect_timeout,
+                max_persistent=max(2, config.max_in_flight),
+                ca_file=config.ca_file,
+            )
+        self._http = http_client
+        query = {"db": config.database, "precision": config.precision}
+        if config.retention_policy:
+            query["rp"] = config.retention_policy
+        self._url = config.url.rstrip("/") + "/write?" + urlencode(query)
+        self._headers = self._make_headers(config)
+        self._tag_fields = tuple(config.tag_fields)
+        super().__init__(name, config, context)
+        tel = context.telemetry
+        self._nonfinite = tel.counter(f"obsd.output.{name}.skipped_nonfinite")
+        self._requests = tel.counter(f"obsd.output.{name}.requests")
+        self._bisects = tel.counter(f"obsd.output.{name}.bisects")
+
+    @staticmethod
+    def _make_headers(config: Config) -> dict[bytes, list[bytes]]:
+        headers = {b"Content-Type": [b"text/plain; charset=utf-8"]}
+        if config.gzip:
+            headers[b"Content-Encoding"] = [b"gzip"]
+        if config.token:
+            headers[b"Authorization"] = [b"Token " + config.token.encode()]
+        elif config.username:
+            pair = f"{config.username}:{config.password}".encode()
+            headers[b"Authorization"] = [b"Basic " + base64.b64encode(pair)]
+        return headers
+
+    # -- encoding ----------------------------------------------------------------
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        line = influx_line.metric_line(
+            event, self._tag_fields, self.influx_config.precision, self.context.clock.seconds()
+        )
+        return line.encode("utf-8")
+
+    def route(self, event: dict[str, Any]) -> tuple[str, bytes] | None:
+        """Skip NaN and infinities (counted, as Graphite does); encode the rest."""
+        try:
+            return "", self.encode(event)
+        except influx_line.NotFinite:
+            self._nonfinite.inc()
+            return None
+
+    def decode(self, record: bytes) -> Any:
+        return record.decode("utf-8", "replace").rstrip("\n")
+
+    # -- sending ----------------------------------------------------------------
+
+    def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
+        result: defer.Deferred[SendResult | None] = send_bisecting(
+            batch, self._post, self._bisects.inc
+        )
+        return result
+
+    @defer.inlineCallbacks
+    def _post(self, batch: Sequence[bytes]) -> Any:
+        body = b"".join(batch)
+        if self.influx_config.gzip:
+            body = gzip.compress(body, compresslevel=1)
+        self._requests.inc()
+        response = yield self._http.request(
+            "POST",
+            self._url,
+            data=body,
+            headers=self._headers,
+            timeout=self.influx_config.request_timeout,
+            reactor=self.context.reactor,
+        )
+        text = yield treq.content(response)
+        code = response.code
+        if code < 300:
+            return None
+        reason = f"{code} {_error_text(text)}"
+        if code == 429 or code >= 500:
+            return SendResult(
+                retry=list(range(len(batch))),
+                retry_reason=reason,
+                retry_after=retry_after(response),
+            )
+        if code in (400, 413):
+            raise WholeBatchRefused(reason)
+        if code in (401, 403, 404):
+            # bad credentials or no such database: keep the points, say so in health
+            raise ConnectionError(reason)
+        raise PermanentError(reason)
+
+    def after_drain(self) -> None:
+        if self._pool is not None:
+            self._pool.closeCachedConnections()
+
+
+def build_output(name: str, config: Config, context: OutputContext) -> InfluxOutput:
+    return InfluxOutput(name, config, context)
