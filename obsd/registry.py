@@ -34,6 +34,7 @@ OUTPUT_MODULES: dict[str, str] = {
     "relay": "obsd.outputs.relay",
     "syslog": "obsd.outputs.syslog",
     "influxdb": "obsd.outputs.influxdb",
+    "prometheus": "obsd.outputs.prometheus",
 }
 
 

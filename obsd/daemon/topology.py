@@ -242,6 +242,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         shutdown_timeout=config.daemon.shutdown_timeout,
         sync_interval=config.daemon.sync_interval,
         fsync=config.daemon.durability == "sync",
+        http=service.http_root,
     )
     service.output_context = output_context
     accepts: dict[str, frozenset[str]] = {}

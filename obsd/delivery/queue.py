@@ -84,6 +84,8 @@ class OutputContext:
     sync_interval: float = 1.0
     fsync: bool = False
     run_io: Any = None
+    #: the ``[http]`` site's root, for outputs that are scraped (Prometheus)
+    http: Any = None
 
 
 def backoff_delay(

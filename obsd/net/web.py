@@ -35,13 +35,19 @@ class JsonResource(Resource):
 
 
 class PrometheusResource(Resource):
-    """``GET /metrics``: obsd's own counters and gauges in Prometheus text format."""
+    """``GET /metrics``: obsd's own counters and gauges in Prometheus text format.
 
-    isLeaf = True
+    Not a leaf: the Prometheus output's scrape lives below it (``/metrics/data``).
+    """
 
     def __init__(self, telemetry: Any) -> None:
         super().__init__()
         self._telemetry = telemetry
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self  # "/metrics/"
+        return super().getChild(path, request)  # type: ignore[no-any-return]
 
     def render_GET(self, request: Request) -> bytes:
         from obsd.ops.selfmetrics import prometheus_text
@@ -59,10 +65,13 @@ class HttpRoot(Resource):
         #: what ``GET /`` shows (the status page); plain text when unset
         self.index: Resource | None = None
 
-    def mount(self, path: Sequence[str], resource: Resource) -> None:
-        """Serve ``resource`` at ``/a/b`` for ``path == ("a", "b")``."""
+    def mount(self, path: Sequence[str], resource: Resource, *, replace: bool = False) -> None:
+        """Serve ``resource`` at ``/a/b`` for ``path == ("a", "b")``.
+
+        ``replace``: a reloaded output's resource takes its predecessor's place.
+        """
         path = tuple(path)
-        if path in self.mounted:
+        if path in self.mounted and not replace:
             raise ValueError(f"/{'/'.join(path)} is mounted already")
         self.mounted[path] = resource
         parent: Resource = self

@@ -8,7 +8,6 @@ flushed statistic can be compared point by point.
 from __future__ import annotations
 
 import os
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -56,67 +55,6 @@ retry_initial = 0.1
 retry_max = 0.5
 {graphite}
 """
-
-
-def graphite_points(carbon: CarbonCache, name: str) -> dict[int, float]:
-    return dict(carbon.values(name))
-
-
-class TestInfluxAndGraphiteAgree:
-    def test_counter_gauge_timer(
-        self,
-        influxdb: InfluxServer,
-        carbon_cache: CarbonCache,
-        obsd_process: Callable[..., Any],
-    ) -> None:
-        """Counts sum to the same total; gauges and timer statistics equal point by point."""
-        db = f"it_{uuid.uuid4().hex[:8]}"
-        influxdb.create_database(db)
-        proc = obsd_process(config(influxdb, db, carbon_cache))
-        base = f"ix_{uuid.uuid4().hex[:8]}"
-        client = statsd.StatsClient("127.0.0.1", proc.port("statsd", "udp"))
-        sent = 0
-        for round_ in range(3):
-            for _ in range(5 + round_):
-                client.incr(f"{base}.hits", 2)
-                sent += 2
-            for ms in (10, 20, 30, 40 + round_):
-                client.timing(f"{base}.latency", ms)
-            client.gauge(f"{base}.temp", 40 + round_)
-            time.sleep(1.1)
-
-        def influx_total() -> float:
-            rows = influxdb.values(f'SELECT sum("count") FROM "{base}.hits"', db)
-            return float(rows[0][1]) if rows else 0.0
-
-        influxdb.wait_for(lambda: influx_total() == sent, what=f"{base}.hits summing to {sent}")
-        carbon_cache.wait_for(
-            lambda: sum(graphite_points(carbon_cache, f"stats_counts.{base}.hits").values())
-            == sent,
-            what=f"stats_counts.{base}.hits summing to {sent}",
-        )
-        assert proc.stop() == 0
-
-        for measurement, field, path in [
-            (f"{base}.temp", "value", f"stats.gauges.{base}.temp"),
-            (f"{base}.latency", "count", f"stats.timers.{base}.latency.count"),
-            (f"{base}.latency", "mean", f"stats.timers.{base}.latency.mean"),
-            (f"{base}.latency", "upper_90", f"stats.timers.{base}.latency.upper_90"),
-        ]:
-            rows = influxdb.query(
-                f'SELECT "{field}" FROM "{measurement}"', db
-            )
-            assert rows, f"no {measurement}.{field} in InfluxDB"
-            in_influx = sorted(v for _, v in rows[0]["values"] if v is not None)
-            # carbon-cache writes whisper files a little after it receives points
-            carbon_cache.wait_for(
-                lambda path=path, in_influx=in_influx: sorted(
-                    graphite_points(carbon_cache, path).values()
-                ) == in_influx,
-                what=f"{path} equal to InfluxDB's {measurement} {field} {in_influx}",
-            )
-        gauge_rows = influxdb.values(f'SELECT last("value") FROM "{base}.temp"', db)
-        assert gauge_rows[0][1] == 42.0
 
 
 class TestServerAnswers:

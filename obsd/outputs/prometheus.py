@@ -1,0 +1,207 @@
+"""The ``prometheus`` output: every metric obsd aggregates, for Prometheus to scrape.
+
+It stands where ``statsd_exporter`` stands: StatsD counters become counters
+cumulative since obsd started (``NAME_total``), gauges and sets gauges,
+timers summaries (the last flush's median, 90th… percentiles as quantiles, in
+seconds as statsd_exporter gives them, with cumulative ``_sum`` and
+``_count``); other metric events (derived metrics, obsd's own, Graphite and
+OTLP points) are gauges.  Names and labels are mapped as statsd_exporter maps
+them (``obsd.codecs.prometheus_text``).  A series not updated for
+``stale_after`` seconds is dropped, so a host or a name that went away stops
+being scraped.  Served on ``[http]`` at ``path``, apart from obsd's own
+``/metrics``.
+
+Nothing is sent anywhere, so there is no delivery queue to fill: an event
+updates the series at once (``route`` keeps it out of the queue).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from obsd import events
+from obsd.codecs import prometheus_text as text
+from obsd.config.model import ObsdConfig, OutputConfig
+from obsd.config.schema import Problems, at_least, setting
+from obsd.outputs.base import Output, OutputContext, SendResult
+
+ACCEPTS = frozenset({events.METRIC})
+DEFAULT_KINDS = frozenset({events.METRIC})
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_QUANTILE = re.compile(r"(?:upper|p)_?(\d+(?:_\d+)?)\Z")
+
+
+@attrs.frozen(kw_only=True)
+class MappingConfig:
+    """One ``[[outputs.NAME.mappings]]``: a glob of a dotted name, the name and labels it gets."""
+
+    match: str = setting(help='a dotted glob, "*" one part: "myapp.*.requests"')
+    name: str = setting(help='the Prometheus name; "$1"… are what the stars matched')
+    labels: dict[str, str] = setting(factory=dict, help='labels, e.g. { host = "$1" }')
+
+
+@attrs.frozen(kw_only=True)
+class Config(OutputConfig):
+    """``[outputs.prometheus]``."""
+
+    path: str = setting("/metrics/data", help="where [http] serves the scrape")
+    stale_after: float = setting(
+        300.0, check=at_least(1.0), help="seconds without an update before a series is dropped",
+        client_sees="a series not updated for this long disappears from the scrape",
+    )
+    mappings: list[MappingConfig] = setting(
+        factory=list, help="statsd_exporter-style glob mappings, the first that matches wins"
+    )
+
+
+def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
+    """The path is absolute and not obsd's own; mappings compile."""
+    path = f"outputs.{name}"
+    if not cfg.path.startswith("/") or cfg.path.rstrip("/") in ("", "/metrics", "/status"):
+        problems.add(f"{path}.path", f"expected an absolute path other than obsd's own, "
+                                     f"got {cfg.path!r}")
+    for i, mapping in enumerate(cfg.mappings):
+        if not mapping.match or not mapping.name:
+            problems.add(f"{path}.mappings[{i}]", "a mapping needs match and name")
+
+
+@attrs.define
+class _Series:
+    kind: str
+    updated: float
+    value: float = 0.0
+    total: float = 0.0
+    count: float = 0.0
+    quantiles: dict[str, float] = attrs.field(factory=dict)
+
+
+def quantile_of(stat: str) -> str | None:
+    """``median`` → ``0.5``, ``upper_90`` → ``0.9``, ``upper_99_9`` → ``0.999``."""
+    if stat == "median":
+        return "0.5"
+    found = _QUANTILE.match(stat)
+    if found is None:
+        return None
+    percent = float(found.group(1).replace("_", "."))
+    return f"{percent / 100:g}" if 0 < percent <= 100 else None
+
+
+class PrometheusOutput(Output):
+    """Keeps one series per Prometheus name and labels; renders them on each scrape."""
+
+    type_name = "prometheus"
+
+    def __init__(self, name: str, config: Config, context: OutputContext) -> None:
+        self.prom_config = config
+        self.series: dict[tuple[str, text.Labels], _Series] = {}
+        self._mappings = [
+            text.compile_mapping(m.match, m.name, m.labels) for m in config.mappings
+        ]
+        super().__init__(name, config, context)
+        tel = context.telemetry
+        self._scrapes = tel.counter(f"obsd.output.{name}.scrapes")
+        self._stale = tel.counter(f"obsd.output.{name}.stale_dropped")
+        tel.gauge(f"obsd.output.{name}.series", lambda: float(len(self.series)))
+        if context.http is not None:
+            segments = tuple(p for p in config.path.split("/") if p)
+            context.http.mount(segments, ScrapeResource(self), replace=True)
+
+    def send(self, batch: list[bytes]) -> Any:  # pragma: no cover - route() never queues
+        return SendResult()
+
+    def route(self, event: dict[str, Any]) -> tuple[str, bytes] | None:
+        """Update the series now; nothing goes to the queue."""
+        self.observe(event)
+        return None
+
+    def observe(self, event: dict[str, Any]) -> None:
+        value = event.get(events.VALUE)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"value is not a number: {value!r}")
+        tags = event.get(events.TAGS)
+        tag_pairs = [(str(k), str(v)) for k, v in tags.items()] if isinstance(tags, dict) else []
+        metric_type = event.get(events.METRIC_TYPE)
+        stat = event.get(events.STAT)
+        base = event.get(events.METRIC_NAME)
+        now = self.context.clock.seconds()
+        if not isinstance(metric_type, str) or not isinstance(base, str) or not base:
+            name, labels = text.map_name(str(event.get(events.EVENT, "")), tag_pairs,
+                                         self._mappings)
+            self._get(name, labels, "gauge", now).value = float(value)
+            return
+        name, labels = text.map_name(base, tag_pairs, self._mappings)
+        if metric_type == events.COUNTER:
+            if stat == "count":
+                self._get(name + "_total", labels, "counter", now).value += float(value)
+        elif metric_type in (events.GAUGE, events.SET):
+            if stat in ("value", "count"):
+                self._get(name, labels, "gauge", now).value = float(value)
+        elif metric_type == events.TIMER:
+            summary = self._get(name, labels, "summary", now)
+            if stat == "count":
+                summary.count += float(value)
+            elif stat == "sum":
+                summary.total += float(value)  # milliseconds until rendered
+            elif isinstance(stat, str):
+                quantile = quantile_of(stat)
+                if quantile is not None:
+                    summary.quantiles[quantile] = float(value) / 1000.0
+
+    def _get(self, name: str, labels: text.Labels, kind: str, now: float) -> _Series:
+        key = (name, labels)
+        found = self.series.get(key)
+        if found is None or found.kind != kind:
+            found = self.series[key] = _Series(kind, now)
+        found.updated = now
+        return found
+
+    def render(self) -> bytes:
+        """The scrape body; stale series are dropped first."""
+        self._scrapes.inc()
+        cutoff = self.context.clock.seconds() - self.prom_config.stale_after
+        for key in [k for k, s in self.series.items() if s.updated < cutoff]:
+            del self.series[key]
+            self._stale.inc()
+        families: dict[str, list[tuple[text.Labels, _Series]]] = {}
+        for (name, labels), series in sorted(self.series.items()):
+            families.setdefault(name, []).append((labels, series))
+        out: list[str] = []
+        for name, members in families.items():
+            kind = members[0][1].kind
+            samples: list[text.Sample] = []
+            for labels, series in members:
+                if kind == "summary":
+                    samples.extend(
+                        text.Sample("", labels, (("quantile", q),), v)
+                        for q, v in sorted(series.quantiles.items(), key=lambda i: float(i[0]))
+                    )
+                    samples.append(text.Sample("_sum", labels, (), series.total / 1000.0))
+                    samples.append(text.Sample("_count", labels, (), series.count))
+                else:
+                    samples.append(text.Sample("", labels, (), series.value))
+            help_text = "StatsD timer, seconds" if kind == "summary" else f"obsd {kind}"
+            out.append(text.render_family(name, kind, help_text, samples))
+        return "".join(out).encode("utf-8")
+
+
+class ScrapeResource(Resource):
+    """``GET`` renders the output's series in the text format."""
+
+    isLeaf = True
+
+    def __init__(self, output: PrometheusOutput) -> None:
+        super().__init__()
+        self.output = output
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        return self.output.render()
+
+
+def build_output(name: str, config: Config, context: OutputContext) -> PrometheusOutput:
+    return PrometheusOutput(name, config, context)
