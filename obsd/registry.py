@@ -35,6 +35,7 @@ OUTPUT_MODULES: dict[str, str] = {
     "syslog": "obsd.outputs.syslog",
     "influxdb": "obsd.outputs.influxdb",
     "prometheus": "obsd.outputs.prometheus",
+    "remote_write": "obsd.outputs.remote_write",
 }
 
 

@@ -125,14 +125,7 @@ class Output(Service):
         try:
             routed = self.route(event)
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
-            self._encode_errors.inc()
-            self.context.dead_letter.write(self.name, f"cannot encode: {exc!r}", repr(event))
-            self.context.throttle.error(
-                f"{self.name}:encode",
-                "output cannot encode event",
-                output=self.name,
-                error=repr(exc),
-            )
+            self._encode_failed(event, exc)
             return
         if routed is None:
             return
@@ -141,6 +134,17 @@ class Output(Service):
             self._single.put(record)
         else:
             self.queues[key].put(record)
+
+    def _encode_failed(self, event: dict[str, Any], exc: BaseException) -> None:
+        """Count, dead-letter and log (throttled) an event the output cannot encode."""
+        self._encode_errors.inc()
+        self.context.dead_letter.write(self.name, f"cannot encode: {exc!r}", repr(event))
+        self.context.throttle.error(
+            f"{self.name}:encode",
+            "output cannot encode event",
+            output=self.name,
+            error=repr(exc),
+        )
 
     def health(self) -> dict[str, Any]:
         """The worst state of the queues, and each queue's report."""

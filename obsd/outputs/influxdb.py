@@ -2,19 +2,9 @@
 
 InfluxDB 1.x serves ``/write``; 2.x and 3.x keep it for compatibility (the
 database is then a bucket, and ``token`` authenticates).  Lines are made by
-``obsd.codecs.influx_line``; this module posts batches and judges answers:
-
-* 204: written;
-* 400 (a line InfluxDB refuses: a field type conflict, a bad line) and 413:
-  the batch is halved until the refused line stands alone, which goes to the
-  dead-letter file with InfluxDB's error text (the good halves are written
-  again: the same series and time, so InfluxDB stores each point once);
-* 429 and 5xx, timeouts and network errors: the batch stays queued and is
-  retried with backoff (honouring ``Retry-After``);
-* 401, 403 and 404 (bad credentials, no such database): a configuration
-  problem; the batch stays queued, health says failing and the log says why,
-  so fixing the config (and a reload) loses nothing;
-* other 4xx: dead-lettered with the server's error text.
+``obsd.codecs.influx_line``; what each answer means for a batch (a refused
+line dead-lettered alone, overload retried, a missing database kept queued)
+is ``obsd.outputs.writeapi``.
 """
 
 from __future__ import annotations
@@ -27,7 +17,6 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import attrs
-import treq
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
@@ -35,10 +24,11 @@ from obsd import events
 from obsd.codecs import influx_line
 from obsd.config.model import MiB, ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.net.httpclient import make_http_client, retry_after
+from obsd.net.httpclient import make_http_client
 from obsd.net.tls import check_tls_files
-from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
-from obsd.outputs.bisect import WholeBatchRefused, send_bisecting
+from obsd.outputs import writeapi
+from obsd.outputs.base import Output, OutputContext, SendResult
+from obsd.outputs.bisect import send_bisecting
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})
@@ -180,31 +170,11 @@ class InfluxOutput(Output):
         if self.influx_config.gzip:
             body = gzip.compress(body, compresslevel=1)
         self._requests.inc()
-        response = yield self._http.request(
-            "POST",
-            self._url,
-            data=body,
-            headers=self._headers,
-            timeout=self.influx_config.request_timeout,
-            reactor=self.context.reactor,
+        code, text, wait = yield writeapi.post(
+            self._http, self._url, body, self._headers,
+            self.influx_config.request_timeout, self.context.reactor,
         )
-        text = yield treq.content(response)
-        code = response.code
-        if code < 300:
-            return None
-        reason = f"{code} {_error_text(text)}"
-        if code == 429 or code >= 500:
-            return SendResult(
-                retry=list(range(len(batch))),
-                retry_reason=reason,
-                retry_after=retry_after(response),
-            )
-        if code in (400, 413):
-            raise WholeBatchRefused(reason)
-        if code in (401, 403, 404):
-            # bad credentials or no such database: keep the points, say so in health
-            raise ConnectionError(reason)
-        raise PermanentError(reason)
+        return writeapi.judge(code, f"{code} {_error_text(text)}", len(batch), wait)
 
     def after_drain(self) -> None:
         if self._pool is not None:

@@ -17,7 +17,6 @@ updates the series at once (``route`` keeps it out of the queue).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import attrs
@@ -29,11 +28,11 @@ from obsd.codecs import prometheus_text as text
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.outputs.base import Output, OutputContext, SendResult
+from obsd.outputs.promseries import Series, SeriesBook
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-_QUANTILE = re.compile(r"(?:upper|p)_?(\d+(?:_\d+)?)\Z")
 
 
 @attrs.frozen(kw_only=True)
@@ -70,27 +69,6 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
             problems.add(f"{path}.mappings[{i}]", "a mapping needs match and name")
 
 
-@attrs.define
-class _Series:
-    kind: str
-    updated: float
-    value: float = 0.0
-    total: float = 0.0
-    count: float = 0.0
-    quantiles: dict[str, float] = attrs.field(factory=dict)
-
-
-def quantile_of(stat: str) -> str | None:
-    """``median`` → ``0.5``, ``upper_90`` → ``0.9``, ``upper_99_9`` → ``0.999``."""
-    if stat == "median":
-        return "0.5"
-    found = _QUANTILE.match(stat)
-    if found is None:
-        return None
-    percent = float(found.group(1).replace("_", "."))
-    return f"{percent / 100:g}" if 0 < percent <= 100 else None
-
-
 class PrometheusOutput(Output):
     """Keeps one series per Prometheus name and labels; renders them on each scrape."""
 
@@ -98,15 +76,12 @@ class PrometheusOutput(Output):
 
     def __init__(self, name: str, config: Config, context: OutputContext) -> None:
         self.prom_config = config
-        self.series: dict[tuple[str, text.Labels], _Series] = {}
-        self._mappings = [
-            text.compile_mapping(m.match, m.name, m.labels) for m in config.mappings
-        ]
+        self.book = SeriesBook(config.mappings)
         super().__init__(name, config, context)
         tel = context.telemetry
         self._scrapes = tel.counter(f"obsd.output.{name}.scrapes")
         self._stale = tel.counter(f"obsd.output.{name}.stale_dropped")
-        tel.gauge(f"obsd.output.{name}.series", lambda: float(len(self.series)))
+        tel.gauge(f"obsd.output.{name}.series", lambda: float(len(self.book.series)))
         if context.http is not None:
             segments = tuple(p for p in config.path.split("/") if p)
             context.http.mount(segments, ScrapeResource(self), replace=True)
@@ -116,59 +91,16 @@ class PrometheusOutput(Output):
 
     def route(self, event: dict[str, Any]) -> tuple[str, bytes] | None:
         """Update the series now; nothing goes to the queue."""
-        self.observe(event)
+        self.book.observe(event, self.context.clock.seconds())
         return None
-
-    def observe(self, event: dict[str, Any]) -> None:
-        value = event.get(events.VALUE)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"value is not a number: {value!r}")
-        tags = event.get(events.TAGS)
-        tag_pairs = [(str(k), str(v)) for k, v in tags.items()] if isinstance(tags, dict) else []
-        metric_type = event.get(events.METRIC_TYPE)
-        stat = event.get(events.STAT)
-        base = event.get(events.METRIC_NAME)
-        now = self.context.clock.seconds()
-        if not isinstance(metric_type, str) or not isinstance(base, str) or not base:
-            name, labels = text.map_name(str(event.get(events.EVENT, "")), tag_pairs,
-                                         self._mappings)
-            self._get(name, labels, "gauge", now).value = float(value)
-            return
-        name, labels = text.map_name(base, tag_pairs, self._mappings)
-        if metric_type == events.COUNTER:
-            if stat == "count":
-                self._get(name + "_total", labels, "counter", now).value += float(value)
-        elif metric_type in (events.GAUGE, events.SET):
-            if stat in ("value", "count"):
-                self._get(name, labels, "gauge", now).value = float(value)
-        elif metric_type == events.TIMER:
-            summary = self._get(name, labels, "summary", now)
-            if stat == "count":
-                summary.count += float(value)
-            elif stat == "sum":
-                summary.total += float(value)  # milliseconds until rendered
-            elif isinstance(stat, str):
-                quantile = quantile_of(stat)
-                if quantile is not None:
-                    summary.quantiles[quantile] = float(value) / 1000.0
-
-    def _get(self, name: str, labels: text.Labels, kind: str, now: float) -> _Series:
-        key = (name, labels)
-        found = self.series.get(key)
-        if found is None or found.kind != kind:
-            found = self.series[key] = _Series(kind, now)
-        found.updated = now
-        return found
 
     def render(self) -> bytes:
         """The scrape body; stale series are dropped first."""
         self._scrapes.inc()
         cutoff = self.context.clock.seconds() - self.prom_config.stale_after
-        for key in [k for k, s in self.series.items() if s.updated < cutoff]:
-            del self.series[key]
-            self._stale.inc()
-        families: dict[str, list[tuple[text.Labels, _Series]]] = {}
-        for (name, labels), series in sorted(self.series.items()):
+        self._stale.inc(self.book.drop_stale(cutoff))
+        families: dict[str, list[tuple[text.Labels, Series]]] = {}
+        for (name, labels), series in sorted(self.book.series.items()):
             families.setdefault(name, []).append((labels, series))
         out: list[str] = []
         for name, members in families.items():

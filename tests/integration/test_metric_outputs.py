@@ -126,3 +126,45 @@ class TestThreeStoresAgree:
         ]
         assert prom_p90 is not None
         assert prom_p90 * 1000 == pytest.approx(influx_p90[-1]) == graphite_p90[-1]
+
+
+class TestRemoteWrite:
+    def test_prometheus_receives_the_scrape_semantics(
+        self, prometheus: PrometheusServer, obsd_process: Callable[..., Any]
+    ) -> None:
+        """Pushed into Prometheus's receiver: cumulative counters, summaries in seconds."""
+        uid = uuid.uuid4().hex[:8]
+        proc = obsd_process(f"""
+[daemon]
+data_dir = "{{data_dir}}"
+
+[inputs.statsd]
+listen = ["udp:0:interface=127.0.0.1"]
+flush_interval = 1.0
+
+[outputs.remote_write]
+url = "{prometheus.url}/api/v1/write"
+batch_timeout = 0.05
+
+[[outputs.remote_write.mappings]]
+match = "rw_{uid}.*.hits"
+name = "rw_{uid}_hits"
+labels = {{ shard = "$1" }}
+""")
+        client = statsd.StatsClient("127.0.0.1", proc.port("statsd", "udp"))
+        sent = 0
+        for round_ in range(2):
+            for _ in range(4):
+                client.incr(f"rw_{uid}.a.hits", 3)
+                sent += 3
+            for ms in (100, 200, 300 + round_):
+                client.timing(f"rw_{uid}.latency", ms)
+            time.sleep(1.1)
+        prometheus.wait_for(
+            lambda: prometheus.value(f'rw_{uid}_hits_total{{shard="a"}}') == sent
+            and prometheus.value(f"rw_{uid}_latency_count") == 6,
+            what=f"rw_{uid}_hits_total = {sent} and 6 timer samples",
+        )
+        assert prometheus.value(f"rw_{uid}_latency_sum") == pytest.approx(1.201)
+        assert prometheus.value(f'rw_{uid}_latency{{quantile="0.5"}}') == pytest.approx(0.2)
+        assert proc.stop() == 0

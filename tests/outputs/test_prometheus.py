@@ -19,8 +19,8 @@ from obsd.outputs.prometheus import (
     MappingConfig,
     PrometheusOutput,
     check_config,
-    quantile_of,
 )
+from obsd.outputs.promseries import quantile_of
 from obsd.testing import make_output_context
 
 
