@@ -30,7 +30,7 @@ from obsd.codecs.otlp import (
     resource_fields,
     tag_text,
 )
-from obsd.codecs.sentry import error_event_fields
+from obsd.codecs.sentry_fields import error_event_fields
 
 SPAN_KINDS: Final = ("unspecified", "internal", "server", "client", "producer", "consumer")
 STATUS_CODES: Final = ("unset", "ok", "error")

@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd.codecs import sentry as codec
+from obsd.codecs import sentry_auth, sentry_body, sentry_fields
 from obsd.codecs.scrub import DEFAULT_SCRUB_KEYS, Scrubber, make_scrubber
 from obsd.config.model import InputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
@@ -324,23 +325,23 @@ class SentryIngestResource(Resource):
         if is_envelope:
             if path_project is not None and not path_project.isdigit():
                 raise codec.SentryRequestError(400, "bad project path parameter")
-            envelope = codec.parse_envelope(codec.decode_body(body, encoding, limit))
+            envelope = codec.parse_envelope(sentry_body.decode_body(body, encoding, limit))
             self._check_items(envelope)
-            auth = codec.parse_auth(headers, query, envelope.dsn)
-            project_id = codec.authorize(auth, path_project, self._projects)
-            fields = codec.envelope_event_fields(envelope, project_id)
+            auth = sentry_auth.parse_auth(headers, query, envelope.dsn)
+            project_id = sentry_auth.authorize(auth, path_project, self._projects)
+            fields = sentry_fields.envelope_event_fields(envelope, project_id)
             answer_id = envelope.event_id or next(
                 (f[ID] for f in fields if f.get("kind") == ERROR and ID in f), None
             )
         else:
-            auth = codec.parse_auth(headers, query)
-            project_id = codec.authorize(auth, path_project, self._projects)
-            payload = codec.parse_json(codec.decode_body(body, encoding, limit))
+            auth = sentry_auth.parse_auth(headers, query)
+            project_id = sentry_auth.authorize(auth, path_project, self._projects)
+            payload = codec.parse_json(sentry_body.decode_body(body, encoding, limit))
             if payload.get("type") == "transaction":
                 item = codec.EnvelopeItem({"type": "transaction"}, json.dumps(payload).encode())
-                fields = [codec.item_event_fields(item, {}, project_id)]
+                fields = [sentry_fields.item_event_fields(item, {}, project_id)]
             else:
-                fields = [codec.error_event_fields(payload, project_id)]
+                fields = [sentry_fields.error_event_fields(payload, project_id)]
             answer_id = fields[0].get(ID)
         raw = {
             "body": body,

@@ -51,8 +51,8 @@ from twisted.python.failure import Failure
 import obsd
 from obsd import events
 from obsd.codecs import sentry as ingest_codec
+from obsd.codecs import sentry_body, tracebacks
 from obsd.codecs import sentry_encode as codec
-from obsd.codecs import tracebacks
 from obsd.codecs.sentry import Envelope
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
@@ -407,7 +407,7 @@ class SentryOutput(Output):
             "id": event.get(events.ID),
         }
         if endpoint == "envelope":
-            decoded = ingest_codec.decode_body(body, encoding, ingest_codec.MAX_ENVELOPE_BYTES)
+            decoded = sentry_body.decode_body(body, encoding, ingest_codec.MAX_ENVELOPE_BYTES)
             envelope = ingest_codec.parse_envelope(decoded)
             header["categories"] = codec.envelope_categories(envelope)
             if envelope.dsn is not None and envelope.dsn != upstream.dsn.public:
@@ -415,7 +415,7 @@ class SentryOutput(Output):
                 body = codec.encode_body(codec.replace_envelope_header(decoded, headers), encoding)
                 header["rewritten"] = "dsn"
         else:
-            decoded = ingest_codec.decode_body(body, encoding, ingest_codec.MAX_EVENT_BYTES)
+            decoded = sentry_body.decode_body(body, encoding, ingest_codec.MAX_EVENT_BYTES)
             try:
                 payload = ingest_codec.parse_json(decoded)
             except ingest_codec.SentryRequestError:
@@ -485,7 +485,7 @@ class SentryOutput(Output):
             return None, (record, self._hold_until(categories))
         # some items wait, the others go: split the envelope (the one re-serialisation)
         encoding = header.get("content_encoding") or ""
-        decoded = ingest_codec.decode_body(body, encoding, ingest_codec.MAX_ENVELOPE_BYTES)
+        decoded = sentry_body.decode_body(body, encoding, ingest_codec.MAX_ENVELOPE_BYTES)
         envelope = ingest_codec.parse_envelope(decoded)
         now_items = [i for i, lim in zip(envelope.items, limited, strict=False) if not lim]
         later_items = [i for i, lim in zip(envelope.items, limited, strict=False) if lim]

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from obsd.codecs import sentry
+from obsd.codecs import sentry, sentry_fields
 from obsd.codecs.otlp import OtlpRequestError, Tally, parse_request
 from obsd.codecs.otlp_traces import span_events
 from tests.codecs.otlp_requests import SPAN_ID, T0, TRACE_ID, span, traces_request
@@ -67,7 +67,7 @@ class TestExceptions:
         raw = error["_sentry_raw"]
         assert raw["endpoint"] == "store"
         payload = sentry.parse_json(raw["body"])
-        again = sentry.error_event_fields(payload, None)
+        again = sentry_fields.error_event_fields(payload, None)
         assert {k: again[k] for k in ("id", "event", "exception_type", "frames")} == {
             k: error[k] for k in ("id", "event", "exception_type", "frames")
         }

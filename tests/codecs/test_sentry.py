@@ -19,14 +19,15 @@ from obsd.codecs.sentry import (
     EnvelopeItem,
     SentryAuth,
     SentryRequestError,
-    authorize,
-    decode_body,
+    parse_envelope,
+    parse_json,
+)
+from obsd.codecs.sentry_auth import authorize, parse_auth
+from obsd.codecs.sentry_body import decode_body
+from obsd.codecs.sentry_fields import (
     envelope_event_fields,
     error_event_fields,
     item_event_fields,
-    parse_auth,
-    parse_envelope,
-    parse_json,
     parse_timestamp,
 )
 from obsd.errors import ParseError

@@ -19,14 +19,12 @@ from obsd.codecs.sentry import (
     MAX_ENVELOPE_BYTES,
     MAX_EVENT_BYTES,
     SentryAuth,
-    decode_body,
-    envelope_event_fields,
-    error_event_fields,
-    parse_auth,
     parse_envelope,
     parse_json,
-    parse_timestamp,
 )
+from obsd.codecs.sentry_auth import parse_auth
+from obsd.codecs.sentry_body import decode_body
+from obsd.codecs.sentry_fields import envelope_event_fields, error_event_fields, parse_timestamp
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sentry"
 MANIFEST = json.loads((DATA / "manifest.json").read_text())

@@ -12,7 +12,8 @@ import pytest
 
 from obsd import events
 from obsd.codecs import sentry_encode as enc
-from obsd.codecs.sentry import EnvelopeItem, decode_body, parse_envelope
+from obsd.codecs.sentry import EnvelopeItem, parse_envelope
+from obsd.codecs.sentry_body import decode_body
 from obsd.errors import ParseError
 
 KEY = "a" * 32

@@ -447,7 +447,7 @@ class TestBadRequests:
         def broken(*_args: Any) -> Any:
             raise KeyError("bug")
 
-        monkeypatch.setattr(sentry.codec, "error_event_fields", broken)
+        monkeypatch.setattr(sentry.sentry_fields, "error_event_fields", broken)
         status, answer, _ = harness.post("/api/3/store/", store_body(), {"X-Sentry-Auth": AUTH})
         assert (status, answer) == (500, {"detail": "internal server error"})
         assert harness.count("rejected.500") == 1

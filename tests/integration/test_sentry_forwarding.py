@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from obsd import registry
-from obsd.codecs.sentry import decode_body, parse_envelope, parse_json
+from obsd.codecs.sentry import parse_envelope, parse_json
+from obsd.codecs.sentry_body import decode_body
 from tests.integration.fixtures.obsd import ObsdProcess
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
-from obsd.codecs.sentry import decode_body, parse_envelope
+from obsd.codecs.sentry import parse_envelope
+from obsd.codecs.sentry_body import decode_body
 from obsd.config.schema import Problems
 from obsd.outputs.sentry import Config, SentryOutput, check_config
 from obsd.testing import make_output_context
