@@ -9,7 +9,7 @@ from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 
-from obsd.config.model import load_default, parse_config
+from obsd.config.loader import load_default, parse_config
 from obsd.daemon.topology import build_service
 from tests.helpers import success_result_of
 

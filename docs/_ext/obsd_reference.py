@@ -25,7 +25,7 @@ import attrs
 from obsd import registry
 
 # Every import of obsd's schema is here, so a moved module is one edit.
-from obsd.config import model
+from obsd.config import loader, model
 from obsd.config.schema import FieldDoc, describe_fields
 
 #: Settings whose names say they bound something: the "Limits" page lists them all.
@@ -84,7 +84,7 @@ def _table_class(tp: Any) -> type | None:
 
 
 def _embedded_default() -> dict[str, Any]:
-    return tomllib.loads(model.default_config_text())
+    return tomllib.loads(loader.default_config_text())
 
 
 def _lookup(table: Any, key: str) -> Any:

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from obsd.cli.tail import DEFAULT_URL
-from obsd.config.model import config_warnings, load_config, load_default, summary
+from obsd.config.loader import config_warnings, load_config, load_default, summary
 from obsd.errors import ConfigError
 
 

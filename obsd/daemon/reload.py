@@ -24,7 +24,8 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from obsd import registry
-from obsd.config.model import ObsdConfig, load_config, output_accepts, output_default_kinds
+from obsd.config.loader import load_config, output_accepts, output_default_kinds
+from obsd.config.model import ObsdConfig
 from obsd.errors import ConfigError
 from obsd.ops.log import get_logger
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from twisted.python import usage
 
-from obsd.config.model import ObsdConfig, load_config, load_default
+from obsd.config.loader import load_config, load_default
+from obsd.config.model import ObsdConfig
 from obsd.errors import ConfigError
 
 

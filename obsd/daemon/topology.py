@@ -20,13 +20,8 @@ from twisted.python.components import Componentized
 from twisted.python.lockfile import FilesystemLock
 
 from obsd import events, registry
-from obsd.config.model import (
-    ObsdConfig,
-    config_warnings,
-    load_processor,
-    output_accepts,
-    output_default_kinds,
-)
+from obsd.config.loader import config_warnings, load_processor, output_accepts, output_default_kinds
+from obsd.config.model import ObsdConfig
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.delivery.leftovers import find_orphans

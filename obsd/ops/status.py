@@ -22,7 +22,8 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from obsd.config.model import output_default_kinds, redacted
+from obsd.config.loader import output_default_kinds
+from obsd.config.schema import redacted
 from obsd.net.listeners import ListenerService
 from obsd.net.web import JsonResource
 from obsd.ops.flow import build_flow, history_values

@@ -10,7 +10,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
 from obsd.aggregation.derived import DerivedMetrics
-from obsd.config.model import DerivedMetricsConfig, parse_config
+from obsd.config.loader import parse_config
+from obsd.config.model import DerivedMetricsConfig
 from obsd.daemon.topology import build_service
 from obsd.ops.tail import TapSet
 from obsd.ops.telemetry import Telemetry

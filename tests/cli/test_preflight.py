@@ -10,7 +10,8 @@ import pytest
 
 from obsd.__main__ import main
 from obsd.cli.preflight import file_problems
-from obsd.config.model import ObsdConfig, OutputConfig, parse_config
+from obsd.config.loader import parse_config
+from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import setting
 
 

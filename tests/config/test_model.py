@@ -9,7 +9,7 @@ import pytest
 
 from obsd import registry
 from obsd.__main__ import main
-from obsd.config.model import load_config, load_default, parse_config, summary
+from obsd.config.loader import load_config, load_default, parse_config, summary
 from obsd.errors import ConfigError
 
 

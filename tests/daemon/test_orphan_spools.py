@@ -8,7 +8,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.daemon.topology import build_service
 from obsd.delivery.leftovers import find_orphans, spool_directory, write_records
 from tests.ops.test_status import get

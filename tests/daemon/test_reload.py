@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from obsd.config.model import load_config
+from obsd.config.loader import load_config
 from obsd.daemon.reload import restart_parts
 from obsd.daemon.topology import ObsdService, build_service
 from tests.helpers import success_result_of
@@ -136,7 +136,7 @@ class TestRefusals:
     )
     def test_restart_parts(self, tmp_path: Path, change: dict[str, Any], parts: list[str]) -> None:
         """Only outputs and routes are applied in place."""
-        from obsd.config.model import parse_config
+        from obsd.config.loader import parse_config
 
         base = {"daemon": {"data_dir": str(tmp_path)}, "outputs": {"file": {}}}
         assert restart_parts(parse_config(base), parse_config({**base, **change})) == parts

@@ -16,7 +16,7 @@ import docutils.nodes
 import pytest
 
 from obsd import registry
-from obsd.config import model
+from obsd.config import loader, model
 from obsd.errors import ConfigError
 from tests.docs.runner import DOCS, ROOT, blocks
 
@@ -124,7 +124,7 @@ class TestDocumentedKeys:
         """Every TOML block in the docs parses, and every key and type in it exists."""
         raw = tomllib.loads(text)
         try:
-            model.parse_config(raw, env={})
+            loader.parse_config(raw, env={})
         except ConfigError as exc:
             unknown = [p for p in exc.problems if re.search(r"unknown (key|input|output)", p)]
             assert unknown == [], f"{page}:{line}"
@@ -155,7 +155,7 @@ class TestReadme:
 
     def test_names_the_ports_of_the_embedded_default(self) -> None:
         """The ports README promises are the ones the embedded default listens on."""
-        default = model.default_config_text()
+        default = loader.default_config_text()
         for port in ("9000", "8125", "5514"):
             assert f":{port}" in README
             assert f"{port}:interface=127.0.0.1" in default

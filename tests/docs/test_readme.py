@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from obsd.config import model
+from obsd.config import loader
 from tests.docs.runner import ROOT, Command, PageRun
 from tests.docs.test_howtos import ports
 
@@ -38,7 +38,7 @@ class TestTryIt:
         assert len(lines) == 4
         run = PageRun(README, tmp_path, substitutions=ports(9000, 8125, 5514))
         # the embedded default, with free ports: `twistd -n obsd` as README starts it
-        (tmp_path / "obsd.toml").write_text(run.substitute(model.default_config_text()))
+        (tmp_path / "obsd.toml").write_text(run.substitute(loader.default_config_text()))
         try:
             run.start_daemon("twistd -n obsd --config obsd.toml")
             for line in lines:

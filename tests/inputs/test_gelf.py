@@ -14,7 +14,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError
 from obsd.inputs import gelf

@@ -200,7 +200,7 @@ class TestConfig:
     @pytest.mark.parametrize("kind", ["span"])
     def test_span_kind_routable(self, kind: str) -> None:
         """Routes may match the span kind."""
-        from obsd.config.model import parse_config
+        from obsd.config.loader import parse_config
 
         parse_config({"inputs": {"otlp": {}}, "outputs": {"file": {}},
                       "routes": [{"match": {"kind": [kind]}, "outputs": ["file"]}]})

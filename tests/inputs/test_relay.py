@@ -11,7 +11,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from obsd.codecs.relaywire import encode_event
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.config.schema import Problems
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.inputs.relay import Config, RelayResource, SeenIds, check_config

@@ -549,7 +549,7 @@ class TestConfig:
 
     def test_default_config_accepts_any_key_on_loopback(self) -> None:
         """The embedded default has [inputs.sentry] on loopback [http], any key accepted."""
-        from obsd.config.model import load_default
+        from obsd.config.loader import load_default
 
         config = load_default(env={})
         cfg = config.inputs["sentry"]

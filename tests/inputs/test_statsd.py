@@ -8,7 +8,8 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from obsd.config.model import ObsdConfig, parse_config
+from obsd.config.loader import parse_config
+from obsd.config.model import ObsdConfig
 from obsd.daemon.topology import InputContext
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config.model import DaemonConfig, ObsdConfig, parse_config
+from obsd.config.loader import parse_config
+from obsd.config.model import DaemonConfig, ObsdConfig
 from obsd.daemon.topology import InputContext
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError

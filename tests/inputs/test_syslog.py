@@ -16,7 +16,7 @@ from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, 
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.daemon.topology import InputContext
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError

@@ -10,7 +10,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.daemon.topology import build_service
 from obsd.ops.selfmetrics import SelfMetricsService, as_tree, prometheus_name
 from obsd.ops.telemetry import Telemetry

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.daemon.topology import ObsdService, build_service
 from obsd.ops.status import ErrorRecorder, RateSampler
 from obsd.ops.telemetry import Telemetry

@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from obsd.cli.tail import render_line, tail_url
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.daemon.topology import ObsdService, build_service
 from obsd.ops.tail import MatchError, TailClient, TapSet, parse_match
 from obsd.ops.telemetry import Telemetry

@@ -15,7 +15,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from obsd.codecs.carbonhash import ConsistentHashRing
-from obsd.config.model import BufferConfig, parse_config
+from obsd.config.loader import parse_config
+from obsd.config.model import BufferConfig
 from obsd.errors import ConfigError
 from obsd.outputs.graphite import (
     CarbonProtocol,

@@ -11,7 +11,8 @@ from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
 from obsd.codecs import prometheus_text as text
-from obsd.config.model import ObsdConfig, parse_config
+from obsd.config.loader import parse_config
+from obsd.config.model import ObsdConfig
 from obsd.config.schema import Problems
 from obsd.net.web import HttpRoot
 from obsd.outputs.prometheus import (

@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from obsd.codecs.relaywire import decode_body
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.delivery.queue import PermanentError, SendResult
 from obsd.outputs.relay import RelayOutput, events_url, retry_after_seconds
 from obsd.testing import make_output_context

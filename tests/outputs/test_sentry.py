@@ -604,7 +604,7 @@ class TestConfig:
 
     def test_bad_dsn_reported_without_key(self) -> None:
         """A malformed DSN is reported through parse_config, never echoing it."""
-        from obsd.config.model import parse_config
+        from obsd.config.loader import parse_config
         from obsd.errors import ConfigError
 
         with pytest.raises(ConfigError) as info:
@@ -618,7 +618,7 @@ class TestConfig:
 
     def test_log_route_accepted(self) -> None:
         """A route may send log events to a sentry output; by default it takes none."""
-        from obsd.config.model import output_accepts, output_default_kinds, parse_config
+        from obsd.config.loader import output_accepts, output_default_kinds, parse_config
 
         config = parse_config(
             {

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from obsd.codecs.framing import OctetCountingFramer
 from obsd.codecs.rfc5424 import format_rfc5424, octet_frame, priority, structured_data
 from obsd.codecs.syslog import parse_syslog
-from obsd.config.model import parse_config
+from obsd.config.loader import parse_config
 from obsd.config.schema import Problems
 from obsd.outputs.syslog import SyslogOutput, parse_destination
 from obsd.testing import make_output_context
