@@ -148,7 +148,13 @@ def run_output(kind: str, port: int, count: int) -> int:
                 })
                 i += 1
             state["i"] = i
-        reactor.callLater(0, feed if state["i"] < count else done)
+        if state["i"] >= count:
+            reactor.callLater(0, done)
+        elif len(queue.buffer) >= 50_000:
+            # the queue is full, as a blocked input would see it: wait for sends, do not spin
+            reactor.callLater(0.005, feed)
+        else:
+            reactor.callLater(0, feed)
 
     def done() -> None:
         if len(queue.buffer) or queue._in_flight:

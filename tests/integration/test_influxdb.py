@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from obsd.codecs.influx_line import encode_line
 from tests.integration.fixtures.carbon import CarbonCache
 from tests.integration.fixtures.influxdb import InfluxServer
 
@@ -113,3 +114,27 @@ class TestServerAnswers:
         assert f"{base}.bad" in text
         assert "field type conflict" in text
         assert proc.stop() == 0
+
+
+class TestEscaping:
+    def test_awkward_names_read_back_exactly(self, influxdb: InfluxServer) -> None:
+        """obsd's line-protocol escaping, written to the real influxd and read back.
+
+        StatsD names and tags reach the output already cleaned (Etsy's key
+        rule), but derived metrics, OTLP attributes and relayed events do not.
+        """
+        db = f"esc_{uuid.uuid4().hex[:8]}"
+        influxdb.create_database(db)
+        measurement = f"esc {uuid.uuid4().hex[:6]},m=1"
+        route = "GET /a b=c,d"
+        line = encode_line(measurement, [("route key", route)], {"the value": 2.5}, 1700000000)
+        request = urllib.request.Request(
+            f"{influxdb.url}/write?db={db}&precision=s", data=line.encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 204
+        escaped = measurement.replace('"', '\\"')
+        rows = influxdb.query(f'SELECT * FROM "{escaped}"', db)
+        assert rows[0]["name"] == measurement
+        assert rows[0]["columns"] == ["time", "route key", "the value"]
+        assert rows[0]["values"][0][1:] == [route, 2.5]

@@ -246,10 +246,15 @@ class TestStack:
             assert {h["host"] for h in logs} == {"agent1.example", "agent2.example"}
         for metric, sent in counts.items():
             name = f"{GRAPHITE_PREFIX}.stats_counts.{metric}"
-            carbon_cache.wait_for(
-                lambda name=name, sent=sent: sum(v for _, v in carbon_cache.values(name)) == sent,
-                timeout=30, what=f"{name} totalling {sent}",
-            )
+            try:
+                carbon_cache.wait_for(
+                    lambda name=name, sent=sent: sum(v for _, v in carbon_cache.values(name))
+                    == sent,
+                    timeout=30, what=f"{name} totalling {sent}",
+                )
+            except AssertionError as exc:
+                # which flushes are missing or doubled: the points carbon holds
+                raise AssertionError(f"{carbon_cache.values(name)}\n{exc}") from None
         carbon_cache.wait_for(
             lambda: carbon_cache.values(direct) != [], timeout=30, what=f"{direct} in carbon"
         )
