@@ -29,7 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from obsd import events
 from obsd.config.model import RouteConfig, RouteMatch
 from obsd.ops.telemetry import Telemetry
-from obsd.pipeline.router import _Route
+from obsd.pipeline.router import Route
 
 #: matched lines a paused client may hold before events are dropped for it
 CLIENT_BUFFER = 1000
@@ -107,7 +107,7 @@ def parse_match(values: Iterable[str]) -> Callable[[dict[str, Any]], bool]:
         level=level,
         event=given["event"][0] if given["event"] else "",
     )
-    route = _Route(RouteConfig(match=match, outputs=[]), [])
+    route = Route(RouteConfig(match=match, outputs=[]), [])
     kinds = frozenset(match.kind)
     if not kinds:
         return route.matches

@@ -26,7 +26,12 @@ class Routable(Protocol):
     def accept(self, event: dict[str, Any]) -> None: ...
 
 
-class _Route:
+class Route:
+    """One ``[[routes]]`` entry compiled: its match and the outputs it feeds.
+
+    Public so ``obsd tail`` can match events with a route's rules.
+    """
+
     __slots__ = ("event", "kinds", "matched", "min_rank", "outputs", "sources")
 
     def __init__(
@@ -93,7 +98,7 @@ class Router:
             for kind in events.KINDS
         }
         # per kind: the routes that can apply, with only the outputs that take that kind
-        table: dict[str, list[_Route]] = {kind: [] for kind in events.KINDS}
+        table: dict[str, list[Route]] = {kind: [] for kind in events.KINDS}
         for index, route in enumerate(routes):
             matched = self._telemetry.counter(f"obsd.router.route.{index}.matched")
             for kind in events.KINDS:
@@ -101,7 +106,7 @@ class Router:
                     continue
                 targets = [outputs[n] for n in route.outputs if n in outputs and kind in accepts[n]]
                 if targets:
-                    table[kind].append(_Route(route, targets, matched))
+                    table[kind].append(Route(route, targets, matched))
         self._routed, self._default, self._routes = bool(routes), default, table
 
     def consume(
