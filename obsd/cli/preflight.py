@@ -5,7 +5,8 @@ Loading a config checks its shape; these checks look at this machine: every
 in an ``ssl:`` listener must be a readable file, the data directory and each
 file output's directory must be writable, and with ``--bind-test`` every
 ``tcp``/``udp`` port must be free (bound for an instant on the configured
-address, then closed).  Nothing is left open or written.
+address, then closed).  Nothing is left open or written (a directory is made
+and removed at once where one must be creatable).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,11 @@ def _writable_dir(path: Path) -> str | None:
         return f"{str(probe)!r} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{str(probe)!r} is not writable"
+    # root passes every access() check, even on /proc: make and remove a directory
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".obsd-check-", dir=probe))
+    except OSError as exc:
+        return f"cannot create directories in {str(probe)!r}: {exc.strerror}"
     return None
 
 

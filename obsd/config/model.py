@@ -14,7 +14,7 @@ from typing import Literal
 
 import attrs
 
-from obsd.config.schema import at_least, setting
+from obsd.config.schema import at_least, fraction, setting
 from obsd.net.endpoints import STREAM_TYPES, Listener, parse_listener
 
 MiB = 1024 * 1024
@@ -145,7 +145,7 @@ class BufferConfig:
         help="block: pause stream inputs and answer 503 on HTTP; drop_newest; drop_oldest",
     )
     high_watermark: float = setting(
-        0.8, help="fraction of a limit at which inputs are asked to pause"
+        0.8, check=fraction, help="fraction of a limit at which inputs are asked to pause"
     )
     memory_events: int = setting(
         10_000, check=at_least(1), help="disk buffers: events kept in memory for sending"
@@ -159,7 +159,9 @@ class BufferConfig:
         16 * MiB, check=at_least(4096), help="disk buffers: size of one spool segment file",
         client_sees="nothing; the spool is written and deleted in files of this size",
     )
-    low_watermark: float = setting(0.5, help="fraction of a limit at which they resume")
+    low_watermark: float = setting(
+        0.5, check=fraction, help="fraction of a limit at which they resume (below high_watermark)"
+    )
 
 
 @attrs.frozen(kw_only=True)

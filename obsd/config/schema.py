@@ -50,6 +50,13 @@ def setting(
     return attrs.field(default=default, metadata=metadata)
 
 
+def fraction(value: Any) -> str | None:
+    """A check that a number is a fraction of a limit: above 0, at most 1."""
+    if not 0 < value <= 1:
+        return f"must be above 0 and at most 1, got {value}"
+    return None
+
+
 def at_least(minimum: float) -> Check:
     """A check that a number is at least ``minimum``."""
 
@@ -196,6 +203,7 @@ class _Converter:
                 known = ", ".join(sorted([*fields, *secret_files]))
                 self.problems.add(f"{prefix}{key}", f"unknown key (known keys: {known})")
         kwargs: dict[str, Any] = {}
+        reported = len(self.problems.lines)
         for name, field in fields.items():
             if not field.init:
                 continue
@@ -218,7 +226,19 @@ class _Converter:
             kwargs[name] = value
         try:
             return cls(**kwargs)
-        except (TypeError, ValueError) as exc:  # a required key is missing
+        except TypeError as exc:
+            missing = re.findall(r"'(\w+)'", str(exc))
+            if len(self.problems.lines) > reported:
+                # the refused value was reported already: "__init__() missing 'id'" would
+                # only confuse
+                pass
+            elif "missing" in str(exc) and missing:
+                for name in missing:
+                    self.problems.add(f"{prefix}{name}", "a value is required")
+            else:
+                self.problems.add(path or "(top level)", str(exc))
+            return attrs.NOTHING  # type: ignore[return-value]
+        except ValueError as exc:
             self.problems.add(path or "(top level)", str(exc))
             return attrs.NOTHING  # type: ignore[return-value]
 

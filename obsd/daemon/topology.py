@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,13 @@ class ObsdService(MultiService):
     def lock_data_dir(self) -> None:
         """Refuse to run where another obsd uses the same ``data_dir``."""
         data_dir = self.config.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(
+                f"obsd: daemon.data_dir: cannot create {str(data_dir)!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
         lock = FilesystemLock(str(data_dir / "obsd.lock"))
         if not lock.lock():
             raise SystemExit(
@@ -173,6 +180,7 @@ class ObsdService(MultiService):
         self._lock = lock
 
     def startService(self) -> None:
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._quiet_second_sigterm)
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
         super().startService()
@@ -198,6 +206,24 @@ class ObsdService(MultiService):
                 spool=str(path),
                 bytes=size,
             )
+
+    def _quiet_second_sigterm(self) -> None:
+        """Once stopping, another SIGTERM says so, instead of a ReactorNotRunning traceback.
+
+        Twisted's handler would call ``reactor.stop()`` again while the outputs drain.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def again(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(
+                self.log.warning,
+                "already stopping: outputs drain for up to daemon.shutdown_timeout, then "
+                "what is left is written to data_dir",
+                shutdown_timeout=self.config.daemon.shutdown_timeout,
+            )
+
+        signal.signal(signal.SIGTERM, again)
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)

@@ -56,6 +56,13 @@ class TestFiles:
         })
         assert file_problems(config) == [f"outputs.file.path: '{locked}' is not writable"]
 
+    def test_data_dir_where_no_directory_can_be_made(self, tmp_path: Path) -> None:
+        """/proc/nope passed check-config (root passes access()) and then failed in twistd."""
+        config = parse_config({"daemon": {"data_dir": "/proc/nope"}})
+        assert file_problems(config) == [
+            "daemon.data_dir: cannot create directories in '/proc': No such file or directory"
+        ]
+
     def test_file_output_dir_is_a_file(self, tmp_path: Path) -> None:
         """A file output path under a plain file cannot work."""
         (tmp_path / "plain").write_text("")

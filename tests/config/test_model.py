@@ -56,12 +56,28 @@ class TestProblems:
              "http.listen[0]: bad endpoint 'ssl:9443:privateKey=k.pem:clientCA=/no/such/ca.pem': clientCA file"),
             ("[http]\nlisten = ['tcp:9000']\n[inputs.sentry]",
              "inputs.sentry.projects: empty, so any key is accepted, but http.listen[0]"),
+            ("[outputs.file]\nbuffer = { high_watermark = 2.0 }",
+             "outputs.file.buffer.high_watermark: must be above 0 and at most 1, got 2.0"),
+            ("[outputs.file]\nbuffer = { low_watermark = 0 }",
+             "outputs.file.buffer.low_watermark: must be above 0 and at most 1, got 0"),
         ],
     )
     def test_each_problem_class(self, text: str, expected: str) -> None:
         """Each kind of mistake is reported at its key path with what is wrong."""
         found = problems(text)
         assert any(line.startswith(expected) for line in found), found
+
+    def test_refused_value_is_not_also_a_missing_argument(self) -> None:
+        """A bad required value is one problem at its key, not also attrs' __init__ message."""
+        found = problems("[inputs.sentry]\nprojects = [{id = 'abc', keys = [42]}]")
+        assert "inputs.sentry.projects[0].id: expected an integer, got 'abc'" in found
+        assert "inputs.sentry.projects[0].keys[0]: expected a string, got 42" in found
+        assert not [line for line in found if "__init__" in line], found
+
+    def test_missing_required_value_named_by_key(self) -> None:
+        """A required key left out is named at its own path."""
+        found = problems("[inputs.sentry]\nprojects = [{keys = ['" + "k" * 32 + "']}]")
+        assert "inputs.sentry.projects[0].id: a value is required" in found
 
     def test_every_problem_is_listed(self) -> None:
         """All problems come back at once, not just the first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,40 @@ class TestRefusals:
         assert "bogus: unknown key" in result.stderr
         assert "http.listen[0]: bad endpoint 'tcp:nope'" in result.stderr
         assert "Traceback" not in result.stderr + result.stdout
+
+    def test_data_dir_under_a_file_is_a_key_path_not_a_traceback(self, tmp_path: Path) -> None:
+        """An unusable data_dir names its key and the reason; twistd printed a raw traceback."""
+        (tmp_path / "plain").write_text("")
+        config = tmp_path / "obsd.toml"
+        config.write_text(f"[daemon]\ndata_dir = '{tmp_path / 'plain' / 'data'}'\n[outputs.console]\n")
+        result = subprocess.run(twistd_args(config), cwd=tmp_path, env=obsd_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert (f"obsd: daemon.data_dir: cannot create '{tmp_path / 'plain' / 'data'}': "
+                "Not a directory") in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr + result.stdout
+
+    def test_second_sigterm_while_draining_is_quiet(
+        self, obsd_process: Callable[..., ObsdProcess]
+    ) -> None:
+        """A second SIGTERM during the drain is a warning, not a ReactorNotRunning traceback."""
+        proc = obsd_process(
+            "[daemon]\ndata_dir = '{data_dir}'\nshutdown_timeout = 3.0\n"
+            "[inputs.statsd]\nlisten = ['udp:0:interface=127.0.0.1']\nflush_interval = 0.2\n"
+            "[outputs.graphite]\ndestinations = ['127.0.0.1:1']\n"
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"queued:1|c", ("127.0.0.1", proc.port("statsd", "udp")))
+        proc.wait_for(lambda: "connection" in proc.output() or "carbon" in proc.output(),
+                      what="the graphite output failing to connect")
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait_for(lambda: "stopping: closing inputs" in proc.output(), what="the drain")
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.stop() == 0
+        out = proc.output()
+        assert "already stopping" in out
+        assert "ReactorNotRunning" not in out
+        assert "Traceback" not in out
 
     def test_second_obsd_on_same_data_dir_refuses(
         self, obsd_process: Callable[..., ObsdProcess], tmp_path: Path
