@@ -51,6 +51,8 @@ MAX_ATTACHMENT_BYTES: Final = 100 * 1024 * 1024
 MAX_ENVELOPE_BYTES: Final = 100 * 1024 * 1024
 #: How many stack frames (innermost) the ``frames`` summary keeps.
 MAX_FRAMES: Final = 10
+#: Items one envelope may hold (SDKs send a handful: an event, attachments, a session)
+MAX_ENVELOPE_ITEMS: Final = 1000
 ENVELOPE_CONTENT_TYPE: Final = "application/x-sentry-envelope"
 
 #: Item types the Sentry envelope protocol defines that obsd knows by name;
@@ -156,11 +158,13 @@ def parse_json(data: bytes) -> dict[str, Any]:
     return value
 
 
-def parse_envelope(data: bytes) -> Envelope:
+def parse_envelope(data: bytes, max_items: int = MAX_ENVELOPE_ITEMS) -> Envelope:
     """Split an envelope into its header and items (length-prefixed or newline-ended).
 
     Raises:
-        SentryRequestError: 400 ``invalid event envelope`` with Relay's cause.
+        SentryRequestError: 400 ``invalid event envelope`` with Relay's cause;
+            413 when it holds more than ``max_items`` items (parsing stops there,
+            so a body of tiny items cannot become millions of events).
     """
     if not data.strip():
         raise SentryRequestError(400, "empty request body")
@@ -189,6 +193,10 @@ def parse_envelope(data: bytes) -> Envelope:
                 if data[pos : pos + 1] != b"\n":
                     raise _bad_envelope("missing newline after header or payload")
                 pos += 1
+        if len(items) >= max_items:
+            raise SentryRequestError(
+                413, "request body exceeded the size limit", f"more than {max_items} items"
+            )
         items.append(EnvelopeItem(item_headers, payload))
     return Envelope(headers, items)
 

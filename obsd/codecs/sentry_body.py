@@ -80,49 +80,73 @@ def _maybe_legacy(body: bytes, limit: int) -> bytes:
 
 
 def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
-    out, rest = _inflate_one(data, wbits, limit, name)
-    if rest.strip(b"\0\r\n\t "):
+    out, end = _inflate_at(memoryview(data), 0, wbits, limit, name)
+    if data[end:].strip(b"\0\r\n\t "):
         raise _bad_body(f"trailing data after {name} stream")
     return out
 
 
-def _inflate_one(
-    data: bytes, wbits: int, limit: int, name: str, used: int = 0
-) -> tuple[bytes, bytes]:
-    """Inflate one stream, never holding more than ``limit - used`` output bytes."""
+#: input fed to zlib per step: small first, so a body of many tiny gzip members
+#: costs each one a few hundred bytes, doubling so a large member is fed in few calls
+_FIRST_STEP: Final = 256
+_MAX_STEP: Final = 1024 * 1024
+
+
+def _inflate_at(
+    view: memoryview, start: int, wbits: int, limit: int, name: str, used: int = 0
+) -> tuple[bytes, int]:
+    """Inflate the stream at ``start``; its output and the offset just after it.
+
+    Never holds more than ``limit - used`` output bytes, and never copies the
+    rest of the body: zlib's ``unused_data`` is at most the last input step.
+    """
     inflater = zlib.decompressobj(wbits)
     out = bytearray()
-    pending = data
+    pos = start
+    step = _FIRST_STEP
+    pending: bytes | memoryview = b""
     try:
         while True:
+            if not pending:
+                if pos >= len(view):
+                    break
+                pending = view[pos : pos + step]
+                pos += len(pending)
+                step = min(step * 2, _MAX_STEP)
             room = limit - used - len(out)
             chunk = inflater.decompress(pending, min(room + 1, _INFLATE_CHUNK))
             out += chunk
             if used + len(out) > limit:
                 raise _too_large(limit)
             pending = inflater.unconsumed_tail
-            if inflater.eof or (not pending and not chunk):
+            if inflater.eof:
                 break
     except zlib.error as exc:
         raise _bad_body(f"invalid {name} data: {exc}") from None
     if not inflater.eof:
         raise _bad_body(f"truncated {name} data")
-    return bytes(out), inflater.unused_data
+    return bytes(out), pos - len(inflater.unused_data)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    """Inflate every gzip member (RFC 1952 allows several), within ``limit``."""
-    out = b""
-    rest = body
+    """Inflate every gzip member (RFC 1952 allows several), within ``limit``, in linear time.
+
+    Each member is read in place (no copy of the rest of the body per member)
+    and the output is joined once, so many tiny members cost what one big one does.
+    """
+    view = memoryview(body)
+    parts: list[bytes] = []
+    used = 0
+    offset = 0
     while True:
-        part, rest = _inflate_one(
-            rest, 16 + zlib.MAX_WBITS, limit, "gzip", used=len(out)
-        )
-        out += part
-        if not rest.strip(b"\0"):
-            return out
-        if rest[:2] != b"\x1f\x8b":
-            raise _bad_body("trailing data after gzip stream")
+        part, offset = _inflate_at(view, offset, 16 + zlib.MAX_WBITS, limit, "gzip", used)
+        parts.append(part)
+        used += len(part)
+        if offset >= len(body) or body[offset : offset + 2] != b"\x1f\x8b":
+            break
+    if body[offset:].strip(b"\0"):
+        raise _bad_body("trailing data after gzip stream")
+    return b"".join(parts)
 
 
 def _unbrotli(body: bytes, limit: int) -> bytes:

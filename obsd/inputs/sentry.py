@@ -88,6 +88,11 @@ class Config(InputConfig):
         client_sees="413 'request body exceeded the size limit'; a Content-Length over it is "
                     "refused before the body is read",
     )
+    max_envelope_items: int = setting(
+        codec.MAX_ENVELOPE_ITEMS, check=at_least(1), help="items one envelope may hold",
+        client_sees="413 'request body exceeded the size limit: more than N items'; parsing "
+                    "stops at the limit",
+    )
     allow_any_key: bool = setting(
         False, help="allow an empty projects list while [http] listens beyond loopback"
     )
@@ -311,6 +316,25 @@ class SentryIngestResource(Resource):
             return "health", parts[2]
         raise _Answer(404, {"detail": "not found"})
 
+    def _authorize_before_decoding(
+        self, headers: dict[str, str], query: dict[str, list[str]], path_project: str | None
+    ) -> None:
+        """Refuse a bad key in the header or query before a byte of the body is decoded.
+
+        An envelope may carry its auth in its own ``dsn`` header, so a request
+        with no other auth must be decoded first; one that names a key and a
+        project in its URL is judged at once (the full check runs again after).
+        """
+        if path_project is None:
+            return
+        try:
+            early = sentry_auth.parse_auth(headers, query)
+        except codec.SentryRequestError as exc:
+            if exc.detail == "missing authorization information":
+                return
+            raise
+        sentry_auth.authorize(early, path_project, self._projects)
+
     def _ingest_request(
         self, request: Request, endpoint: str, path_project: str | None
     ) -> dict[str, Any]:
@@ -325,7 +349,10 @@ class SentryIngestResource(Resource):
         if is_envelope:
             if path_project is not None and not path_project.isdigit():
                 raise codec.SentryRequestError(400, "bad project path parameter")
-            envelope = codec.parse_envelope(sentry_body.decode_body(body, encoding, limit))
+            self._authorize_before_decoding(headers, query, path_project)
+            envelope = codec.parse_envelope(
+                sentry_body.decode_body(body, encoding, limit), self._config.max_envelope_items
+            )
             self._check_items(envelope)
             auth = sentry_auth.parse_auth(headers, query, envelope.dsn)
             project_id = sentry_auth.authorize(auth, path_project, self._projects)

@@ -291,6 +291,44 @@ class TestDecodeBody:
             decode_body(b"\x1f\x8b" + b"\0" * 2000, "gzip", 1000)
         assert info.value.status == 413
 
+    def test_envelope_parsing_stops_at_the_item_cap(self) -> None:
+        """250,000 one-line items are refused after the cap, not parsed into 250,000 items."""
+        from obsd.codecs.sentry import parse_envelope
+
+        data = b"{}\n" + b'{"type":"log"}\n{}\n' * 250_000
+        with raises("request body exceeded the size limit") as info:
+            parse_envelope(data, max_items=1000)
+        assert info.value.status == 413
+        assert info.value.causes == ("more than 1000 items",)
+
+    def test_many_gzip_members_cost_linear_work(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """20,000 one-byte gzip members: the input handed to zlib stays linear in the body.
+
+        Decoding used to hand zlib the whole rest of the body for every member (and
+        copy it), so this body stalled the reactor for seconds.  The work is counted,
+        not timed.
+        """
+        from obsd.codecs import sentry_body
+
+        fed = [0]
+        real = zlib.decompressobj
+
+        class Counting:
+            def __init__(self, wbits: int) -> None:
+                self._inner = real(wbits)
+
+            def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+                fed[0] += len(data)
+                return self._inner.decompress(data, max_length)
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._inner, name)
+
+        monkeypatch.setattr(sentry_body.zlib, "decompressobj", Counting)
+        body = b"".join(gzip.compress(b"x", mtime=0) for _ in range(20_000))
+        assert decode_body(body, "gzip", MAX_EVENT_BYTES) == b"x" * 20_000
+        assert fed[0] < 20 * len(body)
+
     @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
     def test_bomb(self, encoding: str, bombs: dict[str, bytes]) -> None:
         """A 64 MiB compression bomb is cut off at the 1 MiB limit with 413.

@@ -313,6 +313,56 @@ class TestEndpoints:
         assert "detail" in success_result_of(harness.http.json_content(response))
 
 
+class TestAuthBeforeDecoding:
+    def test_unknown_key_refused_before_the_body_is_decoded(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An envelope naming a wrong key in its header is 403 with no decoding work done.
+
+        Decoding ran before auth for envelopes, so an unauthenticated client could
+        make obsd inflate anything it sent.
+        """
+        harness = make_harness(projects=[{"id": 7, "keys": [KEY]}])
+        decoded: list[int] = []
+        real = sentry.sentry_body.decode_body
+
+        def counting(body: bytes, encoding: str | None, limit: int) -> bytes:
+            decoded.append(len(body))
+            return real(body, encoding, limit)
+
+        monkeypatch.setattr(sentry.sentry_body, "decode_body", counting)
+        body = gzip.compress(envelope(({"type": "event"}, store_body())))
+        headers = {"Content-Encoding": "gzip",
+                   "X-Sentry-Auth": f"Sentry sentry_key={OTHER_KEY}, sentry_version=7"}
+        status, answer, _ = harness.post("/api/7/envelope/", body, headers)
+        assert status == 403
+        assert answer["detail"].startswith("event submission rejected")
+        assert decoded == []
+        # the same envelope with the right key is decoded and taken
+        headers["X-Sentry-Auth"] = AUTH
+        status, _, _ = harness.post("/api/7/envelope/", body, headers)
+        assert status == 200
+        assert decoded == [len(body)]
+
+
+class TestEnvelopeItemCap:
+    def test_too_many_items_is_413_and_nothing_is_taken(self) -> None:
+        """One envelope of many tiny items became that many events; now it is refused whole."""
+        harness = make_harness(max_envelope_items=3)
+        items = [({"type": "event"}, store_body(message=f"m{i}")) for i in range(4)]
+        status, answer, _ = harness.post(
+            "/api/7/envelope/", envelope(*items), {"X-Sentry-Auth": AUTH}
+        )
+        assert status == 413
+        assert answer == {"detail": "request body exceeded the size limit",
+                          "causes": ["more than 3 items"]}
+        assert harness.capture.events == []
+        status, _, _ = harness.post(
+            "/api/7/envelope/", envelope(*items[:3]), {"X-Sentry-Auth": AUTH}
+        )
+        assert status == 200
+
+
 def gzip_bomb() -> bytes:
     return gzip.compress(b"{" + b" " * (8 * 1024 * 1024) + b"}", compresslevel=9)
 
