@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
+import struct
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +59,12 @@ class Config(ListeningInputConfig):
     max_connections: int = setting(
         1024, check=at_least(1), help="open stream connections at most; more are refused",
         client_sees="a connection past it is closed at once (counted as refused, logged)",
+    )
+    max_connections_per_peer: int = setting(
+        64, check=at_least(1),
+        help="open stream connections one sender may hold (an IP; a unix peer by its uid)",
+        client_sees="a connection past it is reset at once (the sender sees a refused "
+                    "connection); counted as refused with the bytes and lines it sent, logged",
     )
     idle_timeout: float = setting(
         600.0, check=at_least(0), help="seconds a silent connection stays open; 0 = forever",
@@ -115,6 +123,29 @@ def describe_peer(address: Any) -> str:
     return "unix" if address is None else str(address)
 
 
+def peer_key(address: Any, transport: Any) -> str:
+    """Whose connection this is, for per-sender limits: the IP, or a unix peer's uid.
+
+    Unix-socket peers have no address worth the name, so the kernel's
+    ``SO_PEERCRED`` says which user connected (every local process otherwise
+    looks the same).
+    """
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address.host
+    sock = getattr(transport, "socket", None)
+    if sock is not None and hasattr(socket, "SO_PEERCRED"):
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            _pid, uid, _gid = _UCRED.unpack(creds)
+            return f"uid:{uid}"
+        except OSError:
+            pass
+    return "unix"
+
+
+_UCRED = struct.Struct("3i")
+
+
 def sender_host(address: Any) -> str | None:
     """The sender's IP when it is another machine: the host of lines that name none."""
     if isinstance(address, IPv4Address | IPv6Address):
@@ -139,6 +170,7 @@ class SyslogReceiver:
         self.timezone = resolve_timezone(config.timezone)
         self._clock = context.reactor
         self._log = context.ingest.log
+        self._throttle = context.throttle
         telemetry = context.telemetry
         prefix = f"obsd.input.{name}."
         self.received = telemetry.counter(prefix + "received")
@@ -159,6 +191,13 @@ class SyslogReceiver:
         self.received.value += 1
         if fields.get("syslog_format") == "unparsed":
             self.parse_fallbacks.value += 1
+            self._throttle.warning(
+                f"input:{self.name}:unparsed",
+                "syslog line in no known format; kept whole in the event's raw field",
+                input=self.name,
+                peer=peer,
+                line=data[:200].decode("utf-8", "replace"),
+            )
         if fields.get("truncated"):
             self.truncated.value += 1
         if "peer" in fields:  # a JSON body's own "peer" never hides the real sender
@@ -201,19 +240,24 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         address = self.transport.getPeer()
         self.peer = describe_peer(address)
         self.sender = sender_host(address)
-        if len(factory.connections) >= factory.max_connections:
+        self.peer_key = peer_key(address, self.transport)
+        why = factory.refusal(self.peer_key)
+        if why is not None:
             self._refused = True
             factory.refused.value += 1
             factory.throttle.warning(
                 f"input:{factory.name}:refused",
-                "syslog connection refused: max_connections reached",
+                f"syslog connection refused: {why}",
                 input=factory.name,
                 peer=self.peer,
                 max_connections=factory.max_connections,
+                max_connections_per_peer=factory.max_per_peer,
             )
-            self.transport.loseConnection()
+            # a reset, not a close: the sender's next write fails instead of vanishing
+            self.transport.abortConnection()
             return
         factory.connections.add(self)
+        factory.per_peer[self.peer_key] = factory.per_peer.get(self.peer_key, 0) + 1
         factory.connections_total.value += 1
         self.framer = make_framer(factory.framing, factory.receiver.max_message_size)
         if factory.idle_timeout > 0:
@@ -221,6 +265,11 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         factory.flow_control.register(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            # what a refused sender wrote before the reset: counted, never silently lost
+            self.factory.refused_bytes.value += len(data)
+            self.factory.refused_lines.value += data.count(b"\n")
+            return
         if self._finished or self.framer is None:
             return
         factory = self.factory
@@ -272,7 +321,14 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
             return
         self.setTimeout(None)
         self.finish()
-        self.factory.connections.discard(self)
+        factory = self.factory
+        if self in factory.connections:
+            factory.connections.discard(self)
+            left = factory.per_peer.get(self.peer_key, 1) - 1
+            if left > 0:
+                factory.per_peer[self.peer_key] = left
+            else:
+                factory.per_peer.pop(self.peer_key, None)
         self.factory.flow_control.unregister(self.transport)
 
 
@@ -287,6 +343,8 @@ class SyslogStreamFactory(Factory):
         self.receiver = receiver
         self.framing = config.framing
         self.max_connections = config.max_connections
+        self.max_per_peer = config.max_connections_per_peer
+        self.per_peer: dict[str, int] = {}
         self.idle_timeout = config.idle_timeout
         self.reactor = context.reactor
         self.flow_control = context.flow_control
@@ -297,8 +355,18 @@ class SyslogStreamFactory(Factory):
         prefix = f"obsd.input.{self.name}."
         self.connections_total = telemetry.counter(prefix + "connections")
         self.refused = telemetry.counter(prefix + "refused")
+        self.refused_bytes = telemetry.counter(prefix + "refused_bytes")
+        self.refused_lines = telemetry.counter(prefix + "refused_lines")
         self.framing_errors = telemetry.counter(prefix + "framing_errors")
         self.idle_timeouts = telemetry.counter(prefix + "idle_timeouts")
+
+    def refusal(self, key: str) -> str | None:
+        """Why a new connection from ``key`` is refused, or None to take it."""
+        if len(self.connections) >= self.max_connections:
+            return "max_connections reached"
+        if self.per_peer.get(key, 0) >= self.max_per_peer:
+            return "max_connections_per_peer reached for this sender"
+        return None
 
     def drain(self, quiet: float = 0.2, limit: float = 2.0) -> defer.Deferred[None]:
         """At stop: read on until the senders close or go quiet, then close what is left.

@@ -102,10 +102,10 @@ def _factory(make_factory: Callable[..., syslog.SyslogStreamFactory]) -> syslog.
 
 
 def connect(
-    factory: syslog.SyslogStreamFactory, port: int = 40000
+    factory: syslog.SyslogStreamFactory, port: int = 40000, host: str = "127.0.0.1"
 ) -> tuple[syslog.SyslogStreamProtocol, StringTransport]:
-    """A protocol from ``factory`` on a StringTransport from 127.0.0.1:``port``."""
-    peer = IPv4Address("TCP", "127.0.0.1", port)
+    """A protocol from ``factory`` on a StringTransport from ``host``:``port``."""
+    peer = IPv4Address("TCP", host, port)
     protocol = factory.buildProtocol(peer)
     assert isinstance(protocol, syslog.SyslogStreamProtocol)
     transport = StringTransport(peerAddress=peer)
@@ -190,7 +190,7 @@ class TestDatagram:
         assert context.events[0].get("host") == host
 
     def test_unparsed_and_truncated_are_counted(self, context: FakeContext) -> None:
-        """A line that is not syslog and one too long are counted, both kept."""
+        """A line that is not syslog and one too long are counted, both kept; the first logged."""
         receiver = syslog.SyslogReceiver("syslog", make_config(max_message_size=480), context)
         protocol = syslog.SyslogDatagramProtocol(receiver)
         protocol.datagramReceived(b"<999>garbage", None)
@@ -198,6 +198,8 @@ class TestDatagram:
         assert [e["syslog_format"] for e in context.events] == ["unparsed", "rfc3164"]
         assert context.events[1]["truncated"] is True
         assert (context.counter("parse_fallbacks"), context.counter("truncated")) == (1, 1)
+        (warning,) = [f for _, what, f in context.log.lines if "no known format" in what]
+        assert warning["line"] == "<999>garbage"
 
     def test_json_peer_kept_apart(self, context: FakeContext) -> None:
         """A JSON body's own ``peer`` key never hides the real sender."""
@@ -310,15 +312,46 @@ class TestLimits:
         connect(factory, 2)
         third, third_transport = connect(factory, 3)
         assert third_transport.disconnecting
-        third.dataReceived(b"<13>a: ignored\n")
+        third.dataReceived(b"<13>a: refused\n<13>a: refused too\n")
         lose(third, third_transport)
         assert context.counter("refused") == 1
+        # what the refused sender wrote before the reset is counted, not silently lost
+        assert context.counter("refused_lines") == 2
+        assert context.counter("refused_bytes") == len(b"<13>a: refused\n<13>a: refused too\n")
         assert len(factory.connections) == 2
         lose(*first)
         _, fourth_transport = connect(factory, 4)
         assert not fourth_transport.disconnecting
         assert context.counter("connections") == 3
         assert context.events == []
+
+    def test_one_sender_cannot_take_every_slot(
+        self, make_factory: Callable[..., syslog.SyslogStreamFactory], context: FakeContext
+    ) -> None:
+        """An attacker at 127.0.0.2 holding its share leaves room for the honest 127.0.0.1."""
+        factory = make_factory(max_connections=10, max_connections_per_peer=3)
+        attacker = [connect(factory, 100 + i, "127.0.0.2") for i in range(4)]
+        assert [t.disconnecting for _, t in attacker] == [False, False, False, True]
+        honest, honest_transport = connect(factory, 200, "127.0.0.1")
+        assert not honest_transport.disconnecting
+        honest.dataReceived(b"<13>app: honest line\n")
+        assert [e["event"] for e in context.events] == ["honest line"]
+        assert context.counter("refused") == 1
+        (warning,) = [f for lvl, what, f in context.log.lines if "refused" in what]
+        assert warning["peer"].startswith("127.0.0.2:")
+        lose(*attacker[0])
+        _, again = connect(factory, 300, "127.0.0.2")
+        assert not again.disconnecting
+
+    def test_unix_peers_keyed_by_uid(self, tmp_path: Any) -> None:
+        """A unix-socket peer is its user, read with SO_PEERCRED."""
+        import os
+        import socket as sockets
+
+        left, right = sockets.socketpair(sockets.AF_UNIX)
+        with left, right:
+            transport = type("T", (), {"socket": left})()
+            assert syslog.peer_key(None, transport) == f"uid:{os.getuid()}"
 
     def test_idle_timeout(
         self,
