@@ -85,6 +85,10 @@ class StatsdAggregator:
     ) -> None:
         self.settings = settings
         self._clock = clock
+        #: the last flush's stamp: with a flush_interval of a second or more, a late
+        #: flush followed by a punctual one must not share a second (Graphite would
+        #: keep only the second flush's counts for it)
+        self._last_stamp = 0
         self._perf_counter = perf_counter
         self._tagged = settings.graphite_tags
         self._keys: dict[object, Key] = {}
@@ -440,7 +444,13 @@ class StatsdAggregator:
         """
         s = self.settings
         started = self._perf_counter()
-        stamp = int(self._clock() if now is None else now)
+        if now is None:
+            stamp = int(self._clock())
+            if s.flush_interval >= 1 and stamp <= self._last_stamp:
+                stamp = self._last_stamp + 1
+        else:
+            stamp = int(now)
+        self._last_stamp = max(self._last_stamp, stamp)
         end = s.global_suffix_dot
         points: list[StatsdPoint] = []
         interval = s.flush_interval

@@ -237,6 +237,39 @@ class TestFlush:
         assert user(aggregator.flush())["stats_counts.a_b-c"] == 3
 
 
+class TestFlushStamps:
+    def test_a_late_flush_and_a_punctual_one_never_share_a_second(
+        self, make: Callable[..., StatsdAggregator], clock: FakeClock
+    ) -> None:
+        """Graphite keeps one value per second: two flushes in one second lost a count.
+
+        A flush due at .3 that runs 0.75 s late and the next one, on time, both
+        fell in the same whole second; the second stamp now moves on by one.
+        """
+        aggregator = make(flush_interval=1.0)
+        aggregator.ingest(b"c:15|c")
+        clock.now = START + 0.05
+        first = {p.name: p for p in aggregator.flush()}["stats_counts.c"]
+        aggregator.ingest(b"c:10|c")
+        clock.now = START + 0.3
+        second = {p.name: p for p in aggregator.flush()}["stats_counts.c"]
+        assert (first.value, second.value) == (15, 10)
+        assert second.timestamp == first.timestamp + 1
+        clock.now = START + 5.2
+        assert {p.name: p for p in aggregator.flush()}["stats_counts.c"].timestamp == START + 5
+
+    def test_sub_second_intervals_keep_the_clock(
+        self, make: Callable[..., StatsdAggregator], clock: FakeClock
+    ) -> None:
+        """Below one second, stamps stay on the clock (moving them would drift ahead)."""
+        aggregator = make(flush_interval=0.5)
+        stamps = []
+        for step in range(4):
+            clock.now = START + 0.5 * step
+            stamps.append({p.name: p for p in aggregator.flush()}["stats_counts.statsd.bad_lines_seen"].timestamp)
+        assert stamps == [START, START, START + 1, START + 1]
+
+
 class TestTags:
     def test_tags_dropped_by_default(
         self, make: Callable[..., StatsdAggregator]
