@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.conftest import RunQuick
+
+# it starts a real benchmark: processes, sockets, seconds of load
+pytestmark = pytest.mark.integration
+
 
 
 class TestQuickBench:
-    def test_quick_run(self) -> None:
+    def test_quick_run(self, run_quick: RunQuick) -> None:
         """The quick benchmark exits 0 with every event delivered, memory and disk side by side."""
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.durability", "--quick"],
-            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        rows = [line.split()[:2] for line in result.stdout.splitlines()
+        stdout = run_quick("bench.durability")
+        rows = [line.split()[:2] for line in stdout.splitlines()
                 if line.startswith(("elasticsearch ", "graphite "))]
         assert rows == [["elasticsearch", "memory"], ["elasticsearch", "disk"],
                         ["graphite", "memory"], ["graphite", "disk"]]
-        assert "INCOMPLETE" not in result.stdout
+        assert "INCOMPLETE" not in stdout

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.conftest import RunQuick
 
 pytestmark = pytest.mark.integration
 
 
 class TestBenchGelfQuick:
-    def test_quick_run(self) -> None:
+    def test_quick_run(self, run_quick: RunQuick) -> None:
         """`python -m bench.gelf --quick` exits 0 and prints messages per CPU-second."""
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.gelf", "--quick"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        rows = [line for line in result.stdout.splitlines() if line.startswith(("obsd ", "bare"))]
+        stdout = run_quick("bench.gelf")
+        rows = [line for line in stdout.splitlines() if line.startswith(("obsd ", "bare"))]
         assert len(rows) == 2
-        assert "messages per CPU-second: obsd" in result.stdout
+        assert "messages per CPU-second: obsd" in stdout

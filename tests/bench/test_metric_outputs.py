@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.bench.test_statsd import run_quick
+from tests.bench.conftest import run_quick
 
 pytestmark = pytest.mark.integration
 

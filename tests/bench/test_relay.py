@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.conftest import RunQuick
 
 pytestmark = pytest.mark.integration
 
 
 class TestBenchRelayQuick:
-    def test_quick_run(self) -> None:
+    def test_quick_run(self, run_quick: RunQuick) -> None:
         """`python -m bench.relay --quick` exits 0 and prints one row per scenario."""
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.relay", "--quick"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        rows = [line for line in result.stdout.splitlines()
+        stdout = run_quick("bench.relay")
+        rows = [line for line in stdout.splitlines()
                 if line.startswith(("direct", "agent->central"))]
         assert len(rows) == 5
         for row in rows:  # events/s, ratio, CPU us per event, ratio

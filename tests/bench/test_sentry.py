@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.conftest import RunQuick
 
 pytestmark = pytest.mark.integration
 
 
 class TestBenchSentryQuick:
-    def test_quick_run(self) -> None:
+    def test_quick_run(self, run_quick: RunQuick) -> None:
         """`python -m bench.sentry --quick` exits 0 and prints a row per body and server."""
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.sentry", "--quick"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        rows = [line for line in result.stdout.splitlines() if line.startswith(("raven", "sdk"))]
+        stdout = run_quick("bench.sentry")
+        rows = [line for line in stdout.splitlines() if line.startswith(("raven", "sdk"))]
         assert len(rows) == 4
         assert {row.split()[-6] for row in rows} == {"obsd", "twisted.web"}
-        assert "events written by obsd: 700 for 700 requests answered 200" in result.stdout
+        assert "events written by obsd: 700 for 700 requests answered 200" in stdout

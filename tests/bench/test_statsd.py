@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.conftest import run_quick
 
+# it starts a real benchmark: processes, sockets, seconds of load
+pytestmark = pytest.mark.integration
 
-def run_quick(module: str) -> str:
-    env = dict(os.environ)
-    # cwd=ROOT puts bench on the path for -m; obsd comes from the venv
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--quick"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 class TestQuickBenchmarks:
