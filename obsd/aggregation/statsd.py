@@ -85,10 +85,6 @@ class StatsdAggregator:
     ) -> None:
         self.settings = settings
         self._clock = clock
-        #: the last flush's stamp: with a flush_interval of a second or more, a late
-        #: flush followed by a punctual one must not share a second (Graphite would
-        #: keep only the second flush's counts for it)
-        self._last_stamp = 0
         self._perf_counter = perf_counter
         self._tagged = settings.graphite_tags
         self._keys: dict[object, Key] = {}
@@ -446,11 +442,13 @@ class StatsdAggregator:
         started = self._perf_counter()
         if now is None:
             stamp = int(self._clock())
-            if s.flush_interval >= 1 and stamp <= self._last_stamp:
-                stamp = self._last_stamp + 1
+            last = self._last_timestamp
+            if s.flush_interval >= 1 and last > 0 and stamp <= last:
+                # a late flush and the next punctual one must not share a second:
+                # Graphite would keep only one of their values
+                stamp = last + 1
         else:
             stamp = int(now)
-        self._last_stamp = max(self._last_stamp, stamp)
         end = s.global_suffix_dot
         points: list[StatsdPoint] = []
         interval = s.flush_interval
