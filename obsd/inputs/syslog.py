@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
-import struct
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +21,7 @@ from typing import Any, Literal
 import attrs
 from twisted.application.service import IService, MultiService
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -35,6 +33,7 @@ from obsd.config.model import ListeningInputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.net.peers import describe_peer, peer_key
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 
@@ -101,49 +100,6 @@ def local_timezone() -> zoneinfo.ZoneInfo:
 def resolve_timezone(name: str) -> zoneinfo.ZoneInfo:
     """The configured zone, or the machine's when ``name`` is empty."""
     return zoneinfo.ZoneInfo(name) if name else local_timezone()
-
-
-def describe_peer(address: Any) -> str:
-    """The sender's address as text: ``ip:port``, ``[ipv6]:port``, a unix path or ``unix``."""
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name: Any = address.name
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return str(name or "unix")
-    if isinstance(address, tuple) and len(address) >= 2:  # a UDP sender
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if isinstance(address, bytes | str):  # a unixgram sender's path
-        text = address.decode("utf-8", "replace") if isinstance(address, bytes) else address
-        return text or "unix"
-    return "unix" if address is None else str(address)
-
-
-def peer_key(address: Any, transport: Any) -> str:
-    """Whose connection this is, for per-sender limits: the IP, or a unix peer's uid.
-
-    Unix-socket peers have no address worth the name, so the kernel's
-    ``SO_PEERCRED`` says which user connected (every local process otherwise
-    looks the same).
-    """
-    if isinstance(address, IPv4Address | IPv6Address):
-        return address.host
-    sock = getattr(transport, "socket", None)
-    if sock is not None and hasattr(socket, "SO_PEERCRED"):
-        try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-            _pid, uid, _gid = _UCRED.unpack(creds)
-            return f"uid:{uid}"
-        except OSError:
-            pass
-    return "unix"
-
-
-_UCRED = struct.Struct("3i")
 
 
 def sender_host(address: Any) -> str | None:
