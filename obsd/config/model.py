@@ -72,6 +72,32 @@ class HttpConfig:
     """``[http]``: the one HTTP server; Sentry and relay ingest mount on it."""
 
     listen: list[str] = setting(factory=list, help="stream endpoint strings")
+    max_connections: int = setting(
+        1024, check=at_least(1), help="open HTTP connections at most, from all senders",
+        client_sees="503 'Service Unavailable' with Retry-After, then the connection is closed",
+    )
+    max_connections_per_peer: int = setting(
+        64, check=at_least(1),
+        help="open HTTP connections at most from one address (unix sockets: one user)",
+        client_sees="429 'Too Many Requests' with Retry-After, then the connection is closed",
+    )
+    header_timeout: float = setting(
+        10.0, check=at_least(0.1),
+        help="seconds for a request's line and headers to arrive, counted from its first byte "
+             "(for a new connection, from the connect)",
+        client_sees="408 'Request Timeout', then the connection is closed (a connection that "
+                    "sent nothing is closed without an answer)",
+    )
+    body_timeout: float = setting(
+        30.0, check=at_least(0.1),
+        help="seconds a request body may go without a byte arriving",
+        client_sees="408 'Request Timeout', then the connection is closed",
+    )
+    idle_timeout: float = setting(
+        60.0, check=at_least(0.1),
+        help="seconds a kept-alive connection may wait between requests",
+        client_sees="the connection is closed (clients open a new one)",
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -28,6 +28,7 @@ from obsd.delivery.flowcontrol import FlowControl
 from obsd.delivery.leftovers import find_orphans
 from obsd.delivery.memoryguard import MemoryGuard
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
+from obsd.net.httpguard import HttpGuard, HttpLimits
 from obsd.net.listeners import ListenerService
 from obsd.net.web import HttpRoot, make_site
 from obsd.ops.log import get_logger
@@ -327,7 +328,10 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     ).setServiceParent(service.inputs_group)
     _mount_status(service, make_ingest)
     if config.http.listen:
-        site = make_site(service.http_root, reactor)
+        guard = HttpGuard(
+            HttpLimits.of(config.http), service.telemetry, service.throttle, "obsd.http."
+        )
+        site = make_site(service.http_root, reactor, guard)
         for description in config.http.listen:
             listener = parse_listener(description, STREAM_TYPES)
             ListenerService("http", listener, reactor, factory=site).setServiceParent(

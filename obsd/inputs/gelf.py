@@ -310,6 +310,10 @@ class GelfHttpResource(Resource):
         self._requests = tel.counter(self._prefix + "requests")
         self._telemetry = tel
 
+    def max_body_bytes(self, path: bytes, headers: Any) -> int:
+        """The HTTP site refuses a larger body before reading it."""
+        return self.receiver.config.max_message_bytes
+
     def _answer(self, request: Request, status: int, message: str = "") -> bytes:
         request.setResponseCode(status)
         if status >= 300:

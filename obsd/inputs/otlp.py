@@ -35,6 +35,7 @@ from obsd.codecs.otlp_traces import span_events
 from obsd.config.model import ListeningInputConfig
 from obsd.config.schema import at_least, setting
 from obsd.net.endpoints import STREAM_TYPES
+from obsd.net.httpguard import HttpGuard, HttpLimits
 from obsd.net.web import make_site
 
 LISTEN_TYPES = STREAM_TYPES
@@ -298,12 +299,21 @@ class OtlpRoot(_Tree):
         for signal in SIGNALS:
             v1.putChild(signal.encode(), OtlpSignalResource(receiver, signal))
         self.putChild(b"v1", v1)
+        self._receiver = receiver
+
+    def max_body_bytes(self, path: bytes, headers: Any) -> int:
+        """Every signal takes bodies up to the input's ``max_body_bytes``."""
+        return self._receiver.config.max_body_bytes
 
 
 def build_input(name: str, config: Config, context: Any) -> IService:
     """The OTLP/HTTP input: its own site on each ``listen`` endpoint."""
     receiver = OtlpReceiver(name, config, context)
-    site = make_site(OtlpRoot(receiver), context.reactor)  # type: ignore[arg-type]
+    guard = HttpGuard(
+        HttpLimits.of(context.config.http), context.telemetry, context.throttle,
+        f"obsd.input.{name}.http.",
+    )
+    site = make_site(OtlpRoot(receiver), context.reactor, guard)
     service = MultiService()
     service.setName(name)
     for listener in context.listener_services(list(config.listen), LISTEN_TYPES, factory=site):

@@ -216,6 +216,10 @@ class RelayResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(doc).encode() + b"\n"
 
+    def max_body_bytes(self, path: bytes, headers: Any) -> int:
+        """The HTTP site refuses a larger body before reading it."""
+        return self.config.max_body_bytes
+
     def render_POST(self, request: Request) -> bytes | int:
         self._requests.inc()
         agent = self.agent_for(request)

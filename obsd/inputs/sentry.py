@@ -219,6 +219,14 @@ class SentryIngestResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self._leaf
 
+    def max_body_bytes(self, path: bytes, headers: Any) -> int:
+        """An envelope (by path or content type) may be larger than a store body."""
+        content_type = (headers.getRawHeaders(b"content-type") or [b""])[0]
+        envelope = path.rstrip(b"/").endswith(b"/envelope") or content_type.partition(b";")[
+            0
+        ].strip().decode("latin-1") == codec.ENVELOPE_CONTENT_TYPE
+        return self._config.max_envelope_bytes if envelope else self._config.max_event_bytes
+
     def render(self, request: Request) -> bytes:
         return self._leaf.render(request)
 

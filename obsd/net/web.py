@@ -11,8 +11,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+from obsd.net.httpguard import DEFAULT_MAX_BODY, GuardedSite, HttpGuard
 
 
 class JsonResource(Resource):
@@ -89,6 +92,16 @@ class HttpRoot(Resource):
                 resource.putChild(child_key, child)
         parent.putChild(key, resource)
 
+    def max_body_bytes(self, path: bytes, headers: Headers) -> int:
+        """The body limit of the deepest resource mounted above ``path``."""
+        segments = tuple(part.decode("utf-8", "replace") for part in path.split(b"/")[1:])
+        for depth in range(len(segments), 0, -1):
+            resource = self.mounted.get(segments[:depth])
+            if resource is not None:
+                limited = getattr(resource, "max_body_bytes", None)
+                return int(limited(path, headers)) if limited is not None else DEFAULT_MAX_BODY
+        return DEFAULT_MAX_BODY
+
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
             return self  # "/" itself
@@ -101,9 +114,9 @@ class HttpRoot(Resource):
         return b"obsd\n"
 
 
-def make_site(root: HttpRoot, reactor: Any) -> Site:
-    """A Site for ``root`` that does not write access logs (obsd counts requests instead)."""
-    site = Site(root, reactor=reactor)
+def make_site(root: Resource, reactor: Any, guard: HttpGuard) -> Site:
+    """A guarded Site for ``root`` that does not write access logs (obsd counts requests)."""
+    site = GuardedSite(root, guard, reactor)
     site.noisy = False
     site.log = lambda request: None  # type: ignore[method-assign]
     return site

@@ -108,9 +108,11 @@ def make_service(tmp_path: Path) -> tuple[ObsdService, MemoryReactorClock]:
 
 
 def connect(service: ObsdService, query: str) -> tuple[Any, StringTransport]:
+    from obsd.net.httpguard import HttpGuard, HttpLimits
     from obsd.net.web import make_site
 
-    site = make_site(service.http_root, service.reactor)
+    guard = HttpGuard(HttpLimits(), service.telemetry, service.throttle, "obsd.http.")
+    site = make_site(service.http_root, service.reactor, guard)
     protocol = site.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
