@@ -60,6 +60,11 @@ class DaemonConfig:
         client_sees="at 90 % of it stream senders are paused (their writes wait) and HTTP "
                     "senders get 503 with Retry-After, until RSS is under 80 %; UDP is still read",
     )
+    tls_handshake_timeout: float = setting(
+        10.0, check=at_least(0),
+        help="seconds a client of any ssl: listener has to finish the TLS handshake; 0: no limit",
+        client_sees="the connection is reset; counted in obsd.tls.handshake_timeouts",
+    )
     metrics_interval: float = setting(
         60.0,
         check=at_least(0),

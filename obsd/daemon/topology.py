@@ -28,6 +28,7 @@ from obsd.delivery.flowcontrol import FlowControl
 from obsd.delivery.leftovers import find_orphans
 from obsd.delivery.memoryguard import MemoryGuard
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
+from obsd.net.handshake import HandshakeDeadlineFactory
 from obsd.net.httpguard import HttpGuard, HttpLimits
 from obsd.net.listeners import ListenerService
 from obsd.net.web import HttpRoot, make_site
@@ -101,9 +102,29 @@ class InputContext:
                     factory=None if listener.is_datagram else factory,
                     datagram=datagram if listener.is_datagram or either else None,
                     max_packet_size=max_packet_size,
+                    tls_handshake=self.tls_handshake,
                 )
             )
         return services
+
+    def tls_handshake(self, factory: Any) -> Any:
+        """``factory`` with a deadline on each TLS handshake (``ssl:`` listeners)."""
+        return tls_handshake_deadline(
+            factory, self.name, self.config, self.reactor, self.telemetry, self.throttle
+        )
+
+
+def tls_handshake_deadline(
+    factory: Any, owner: str, config: ObsdConfig, reactor: Any, telemetry: Any, throttle: Any
+) -> Any:
+    """Wrap a listener's factory so a TLS handshake must finish in ``tls_handshake_timeout``."""
+    timeout = config.daemon.tls_handshake_timeout
+    if timeout <= 0:
+        return factory
+    return HandshakeDeadlineFactory(
+        factory, owner=owner, timeout=timeout, reactor=reactor, telemetry=telemetry,
+        throttle=throttle,
+    )
 
 
 class _Group(MultiService):
@@ -334,9 +355,12 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         site = make_site(service.http_root, reactor, guard)
         for description in config.http.listen:
             listener = parse_listener(description, STREAM_TYPES)
-            ListenerService("http", listener, reactor, factory=site).setServiceParent(
-                service.inputs_group
-            )
+            ListenerService(
+                "http", listener, reactor, factory=site,
+                tls_handshake=lambda factory: tls_handshake_deadline(
+                    factory, "http", config, reactor, service.telemetry, service.throttle
+                ),
+            ).setServiceParent(service.inputs_group)
     return service
 
 

@@ -7,6 +7,7 @@ bound stops the start with a clear message instead of a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,16 @@ class ListenerService(Service):
         factory: IProtocolFactory | None = None,
         datagram: DatagramProtocol | None = None,
         max_packet_size: int = 65536,
+        tls_handshake: Callable[[IProtocolFactory], IProtocolFactory] | None = None,
     ) -> None:
+        """``tls_handshake`` wraps the factory of an ``ssl:`` listener (a handshake deadline)."""
         self.owner = owner
         self.listener = listener
         self.reactor = reactor
         self.factory = factory
         self.datagram = datagram
         self.max_packet_size = max_packet_size
+        self.tls_handshake = tls_handshake
         self.port: IListeningPort | None = None
         self._log = get_logger("obsd.listen")
         self.name = f"{owner}:{listener.description}"
@@ -97,11 +101,14 @@ class ListenerService(Service):
                 )
             else:
                 assert self.factory is not None
+                factory = self.factory
+                if listener.type == "ssl" and self.tls_handshake is not None:
+                    factory = self.tls_handshake(factory)
                 if listener.type == "ssl" and CLIENT_CA in listener.options:
                     endpoint = mutual_tls_endpoint(self.reactor, listener)
                 else:
                     endpoint = serverFromString(self.reactor, listener.description)
-                d = endpoint.listen(self.factory)
+                d = endpoint.listen(factory)
                 result: list[Any] = []
                 d.addBoth(result.append)
                 if not result:
