@@ -165,6 +165,21 @@ def parse_request(signal: str, data: bytes, encoding: str) -> Any:
     return message
 
 
+def count_items(signal: str, message: Any) -> int:
+    """Log records, metric data points or spans in a request: what a per-request cap counts."""
+    if signal == "logs":
+        return sum(len(s.log_records) for r in message.resource_logs for s in r.scope_logs)
+    if signal == "traces":
+        return sum(len(s.spans) for r in message.resource_spans for s in r.scope_spans)
+    total = 0
+    for resource_metrics in message.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                which = metric.WhichOneof("data")
+                total += len(getattr(metric, which).data_points) if which else 0
+    return total
+
+
 def encode_response(signal: str, encoding: str, rejected: int = 0, message: str = "") -> bytes:
     """The ``Export*ServiceResponse``: empty, or with ``partial_success``."""
     response = RESPONSES[signal]()

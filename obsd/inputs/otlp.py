@@ -57,6 +57,13 @@ class Config(ListeningInputConfig):
         help="a body (or its gunzipped form) past this gets 413",
         client_sees="413 with a google.rpc.Status; SDKs drop that batch (413 is not retried)",
     )
+    max_items_per_request: int = setting(
+        50_000,
+        check=at_least(1),
+        help="log records, metric data points or spans in one request at most",
+        client_sees="413 with a google.rpc.Status naming the count; nothing of the request "
+                    "is taken (SDKs send 512 per batch by default)",
+    )
     max_series: int = setting(
         100_000,
         check=at_least(1),
@@ -138,6 +145,13 @@ class OtlpSignalResource(Resource):
                 body, _header(request, b"content-encoding"), receiver.config.max_body_bytes
             )
             message = codec.parse_request(self.signal, data, encoding)
+            count = codec.count_items(self.signal, message)
+            if count > receiver.config.max_items_per_request:
+                raise codec.OtlpRequestError(
+                    413,
+                    f"{count} items in one request; at most "
+                    f"{receiver.config.max_items_per_request} are taken",
+                )
         except codec.OtlpRequestError as exc:
             if exc.status not in (429, 503):
                 receiver.context.throttle.warning(

@@ -166,6 +166,24 @@ class TestRefusals:
         code, _, _ = h.post("/v1/logs", b"x" * 2048)
         assert code == 413
 
+    @pytest.mark.parametrize(
+        ("path", "request_of"),
+        [
+            ("/v1/logs", lambda n: logs_request(*[log_record() for _ in range(n)])),
+            ("/v1/traces", lambda n: traces_request(*[span() for _ in range(n)])),
+            ("/v1/metrics", lambda n: metrics_request(*[counter(1) for _ in range(n)])),
+        ],
+    )
+    def test_more_items_than_max_items_per_request_413(self, path: str, request_of: Any) -> None:
+        """One item over the cap refuses the request; nothing of it is taken."""
+        h = make(max_items_per_request=3)
+        assert h.post(path, request_of(3).SerializeToString(), PB)[0] == 200
+        taken = len(h.context.ingest.events)
+        code, body, _ = h.post(path, request_of(4).SerializeToString(), PB)
+        assert code == 413
+        assert b"4 items in one request; at most 3 are taken" in body
+        assert len(h.context.ingest.events) == taken
+
     def test_unsupported_content_type_415(self) -> None:
         """Another content type is 415."""
         code, _, _ = make().post("/v1/logs", b"{}", {"Content-Type": "text/plain"})
