@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import zlib
 from collections import OrderedDict
 from typing import Any, Final
 
 from obsd import events
+from obsd.codecs.inflate import GZIP, ZLIB, InflateError, gunzip, inflate, looks_zlib
 from obsd.errors import ParseError
 
 CHUNK_MAGIC: Final = b"\x1e\x0f"
@@ -40,7 +40,6 @@ CHUNK_TIMEOUT: Final = 5.0
 #: the largest decompressed message obsd takes by default
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 _CHUNK_HEADER: Final = 12
-_INFLATE_STEP: Final = 64 * 1024
 _FIELD_NAME: Final = re.compile(r"^[\w.\-]*$")
 #: GELF 1.0 fields that some clients (graypy) still send at the top level
 _LEGACY_FIELDS: Final = ("facility", "line", "file")
@@ -58,37 +57,27 @@ class GelfParseError(ParseError):
 # --- decompression ----------------------------------------------------------------
 
 
-def _looks_zlib(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-
-
 def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
     """Inflate one stream, never holding more than ``limit`` output bytes."""
-    inflater = zlib.decompressobj(wbits)
-    out = bytearray()
-    pending = data
     try:
-        while True:
-            chunk = inflater.decompress(pending, min(limit - len(out) + 1, _INFLATE_STEP))
-            out += chunk
-            if len(out) > limit:
-                raise GelfParseError(f"{name} message inflates past {limit} bytes", too_large=True)
-            pending = inflater.unconsumed_tail
-            if inflater.eof or (not pending and not chunk):
-                break
-    except zlib.error as exc:
-        raise GelfParseError(f"invalid {name} data: {exc}") from None
-    if not inflater.eof:
-        raise GelfParseError(f"truncated {name} data")
-    return bytes(out)
+        out, _rest = gunzip(data, limit) if wbits == GZIP else inflate(data, wbits, limit)
+    except InflateError as exc:
+        if exc.too_large:
+            raise GelfParseError(
+                f"{name} message inflates past {limit} bytes", too_large=True
+            ) from None
+        if exc.cause:
+            raise GelfParseError(f"invalid {name} data: {exc.cause}") from None
+        raise GelfParseError(f"truncated {name} data") from None
+    return out
 
 
 def decompress(payload: bytes, limit: int = MAX_MESSAGE_BYTES) -> bytes:
     """A GELF payload as JSON bytes: gzip and zlib are recognised by their first bytes."""
     if payload[:2] == GZIP_MAGIC:
-        return _inflate(payload, 16 + zlib.MAX_WBITS, limit, "gzip")
-    if _looks_zlib(payload):
-        return _inflate(payload, zlib.MAX_WBITS, limit, "zlib")
+        return _inflate(payload, GZIP, limit, "gzip")
+    if looks_zlib(payload):
+        return _inflate(payload, ZLIB, limit, "zlib")
     if len(payload) > limit:
         raise GelfParseError(f"message of {len(payload)} bytes, over {limit}", too_large=True)
     return payload

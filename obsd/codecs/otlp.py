@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -29,6 +28,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from obsd import events
+from obsd.codecs.inflate import RAW_DEFLATE, ZLIB, InflateError, gunzip, inflate, looks_zlib
 from obsd.errors import ParseError
 
 PROTOBUF: Final = "application/x-protobuf"
@@ -54,7 +54,6 @@ _ZERO_HEX: Final = {16: "0" * 32, 8: "0" * 16}
 _ID_KEYS: Final = frozenset(
     ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 )
-_INFLATE_STEP: Final = 64 * 1024
 #: gRPC status codes used in ``google.rpc.Status`` answers, by HTTP status
 _GRPC_CODES: Final = {400: 3, 404: 12, 405: 12, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 #: OTLP severity numbers (1..24) in bands of four: trace, debug, info, warn, error, fatal
@@ -104,24 +103,18 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise OtlpRequestError(415, f"unsupported content encoding {encoding!r}")
-    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    out = bytearray()
-    pending = body
     try:
-        while True:
-            chunk = inflater.decompress(pending, min(limit - len(out) + 1, _INFLATE_STEP))
-            out += chunk
-            if len(out) > limit:
-                raise OtlpRequestError(413, f"body inflates past {limit} bytes")
-            pending = inflater.unconsumed_tail
-            if inflater.eof or (not pending and not chunk):
-                break
-    except zlib.error as exc:
-        raise OtlpRequestError(400, f"invalid {encoding} body: {exc}") from None
-    if not inflater.eof:
-        raise OtlpRequestError(400, f"truncated {encoding} body")
-    return bytes(out)
+        if encoding == "deflate":
+            out, _rest = inflate(body, ZLIB if looks_zlib(body) else RAW_DEFLATE, limit)
+        else:
+            out, _rest = gunzip(body, limit)
+    except InflateError as exc:
+        if exc.too_large:
+            raise OtlpRequestError(413, f"body inflates past {limit} bytes") from None
+        if exc.cause:
+            raise OtlpRequestError(400, f"invalid {encoding} body: {exc.cause}") from None
+        raise OtlpRequestError(400, f"truncated {encoding} body") from None
+    return out
 
 
 def _ids_to_base64(node: Any) -> None:

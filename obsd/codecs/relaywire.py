@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
 from typing import Any
 
+from obsd.codecs.inflate import InflateError, gunzip
 from obsd.errors import ParseError
 
 TAG = "$b64"
@@ -105,23 +105,17 @@ def decode_event(line: bytes) -> dict[str, Any]:
 
 def inflate(body: bytes, max_bytes: int) -> bytes:
     """Gunzip ``body`` (one or more gzip members), refusing more than ``max_bytes`` out."""
-    out: list[bytes] = []
-    total = 0
-    data = body
-    while data:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            chunk = inflater.decompress(data, max_bytes - total + 1)
-        except zlib.error as exc:
-            raise ParseError(f"bad gzip body: {exc}") from None
-        total += len(chunk)
-        if total > max_bytes or inflater.unconsumed_tail:
-            raise ParseError(f"inflated body is larger than {max_bytes} bytes")
-        if not inflater.eof:
-            raise ParseError("truncated gzip body")
-        out.append(chunk)
-        data = inflater.unused_data
-    return b"".join(out)
+    try:
+        out, rest = gunzip(body, max_bytes)
+    except InflateError as exc:
+        if exc.too_large:
+            raise ParseError(f"inflated body is larger than {max_bytes} bytes") from None
+        if exc.cause:
+            raise ParseError(f"bad gzip body: {exc.cause}") from None
+        raise ParseError("truncated gzip body") from None
+    if rest:
+        raise ParseError("bad gzip body: trailing data after the last member")
+    return out
 
 
 def decode_body(

@@ -13,6 +13,7 @@ from typing import Final
 
 import brotli  # type: ignore[import-untyped]
 
+from obsd.codecs.inflate import InflateError, gunzip, inflate, looks_zlib
 from obsd.codecs.sentry import SentryRequestError
 
 _INFLATE_CHUNK: Final = 64 * 1024
@@ -55,98 +56,53 @@ def _bad_body(cause: str) -> SentryRequestError:
     return SentryRequestError(400, "invalid request body", cause)
 
 
-def _looks_zlib(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-
-
 def _deflate_wbits(body: bytes) -> int:
     # HTTP "deflate" means zlib, but some clients send raw deflate; take both.
-    return zlib.MAX_WBITS if _looks_zlib(body) else -zlib.MAX_WBITS
+    return zlib.MAX_WBITS if looks_zlib(body) else -zlib.MAX_WBITS
 
 
 def _maybe_legacy(body: bytes, limit: int) -> bytes:
     stripped = body.lstrip()
     if not stripped or stripped[:1] in (b"{", b"["):
         return body
-    if _looks_zlib(stripped):
+    if looks_zlib(stripped):
         return _inflate(stripped, zlib.MAX_WBITS, limit, "zlib")
     try:
         raw = base64.b64decode(stripped, validate=True)
     except (binascii.Error, ValueError):
         return body  # not ours to judge here: the JSON parser will refuse it
-    if _looks_zlib(raw):
+    if looks_zlib(raw):
         return _inflate(raw, zlib.MAX_WBITS, limit, "base64 zlib")
     return body
 
 
 def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
-    out, end = _inflate_at(memoryview(data), 0, wbits, limit, name)
-    if data[end:].strip(b"\0\r\n\t "):
+    try:
+        out, rest = inflate(data, wbits, limit)
+    except InflateError as exc:
+        raise _inflate_error(exc, limit, name) from None
+    if rest.strip(b"\0\r\n\t "):
         raise _bad_body(f"trailing data after {name} stream")
     return out
 
 
-#: input fed to zlib per step: small first, so a body of many tiny gzip members
-#: costs each one a few hundred bytes, doubling so a large member is fed in few calls
-_FIRST_STEP: Final = 256
-_MAX_STEP: Final = 1024 * 1024
-
-
-def _inflate_at(
-    view: memoryview, start: int, wbits: int, limit: int, name: str, used: int = 0
-) -> tuple[bytes, int]:
-    """Inflate the stream at ``start``; its output and the offset just after it.
-
-    Never holds more than ``limit - used`` output bytes, and never copies the
-    rest of the body: zlib's ``unused_data`` is at most the last input step.
-    """
-    inflater = zlib.decompressobj(wbits)
-    out = bytearray()
-    pos = start
-    step = _FIRST_STEP
-    pending: bytes | memoryview = b""
-    try:
-        while True:
-            if not pending:
-                if pos >= len(view):
-                    break
-                pending = view[pos : pos + step]
-                pos += len(pending)
-                step = min(step * 2, _MAX_STEP)
-            room = limit - used - len(out)
-            chunk = inflater.decompress(pending, min(room + 1, _INFLATE_CHUNK))
-            out += chunk
-            if used + len(out) > limit:
-                raise _too_large(limit)
-            pending = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-    except zlib.error as exc:
-        raise _bad_body(f"invalid {name} data: {exc}") from None
-    if not inflater.eof:
-        raise _bad_body(f"truncated {name} data")
-    return bytes(out), pos - len(inflater.unused_data)
-
-
 def _gunzip(body: bytes, limit: int) -> bytes:
-    """Inflate every gzip member (RFC 1952 allows several), within ``limit``, in linear time.
-
-    Each member is read in place (no copy of the rest of the body per member)
-    and the output is joined once, so many tiny members cost what one big one does.
-    """
-    view = memoryview(body)
-    parts: list[bytes] = []
-    used = 0
-    offset = 0
-    while True:
-        part, offset = _inflate_at(view, offset, 16 + zlib.MAX_WBITS, limit, "gzip", used)
-        parts.append(part)
-        used += len(part)
-        if offset >= len(body) or body[offset : offset + 2] != b"\x1f\x8b":
-            break
-    if body[offset:].strip(b"\0"):
+    """Every gzip member (RFC 1952 allows several), within ``limit``, in linear time."""
+    try:
+        out, rest = gunzip(body, limit)
+    except InflateError as exc:
+        raise _inflate_error(exc, limit, "gzip") from None
+    if rest.strip(b"\0"):
         raise _bad_body("trailing data after gzip stream")
-    return b"".join(parts)
+    return out
+
+
+def _inflate_error(exc: InflateError, limit: int, name: str) -> SentryRequestError:
+    if exc.too_large:
+        return _too_large(limit)
+    if exc.cause:
+        return _bad_body(f"invalid {name} data: {exc.cause}")
+    return _bad_body(f"truncated {name} data")
 
 
 def _unbrotli(body: bytes, limit: int) -> bytes:
