@@ -25,6 +25,9 @@ DATAGRAM_TYPES = frozenset({"udp", "unixgram"})
 CLIENT_CA = "clientCA"
 STREAM_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix", "systemd"})
 
+#: the listen queue of stream listeners that name none (the kernel caps it at somaxconn)
+DEFAULT_BACKLOG = 1024
+
 _SPLIT = re.compile(r"(?<!\\):")
 
 
@@ -50,6 +53,14 @@ class Listener:
         if self.family == "unix":
             return True
         return self.address.startswith("127.") or self.address in ("::1", "localhost")
+
+    @property
+    def endpoint_string(self) -> str:
+        """The string handed to Twisted: a stream listener gets ``backlog=DEFAULT_BACKLOG``
+        unless it names one (Twisted's 50 makes a burst of connects wait for a SYN retry)."""
+        if self.type in ("tcp", "tcp6", "ssl", "unix") and "backlog" not in self.options:
+            return f"{self.description}:backlog={DEFAULT_BACKLOG}"
+        return self.description
 
     def conflicts_with(self, other: Listener) -> bool:
         """Whether both would bind the same transport, address and port."""

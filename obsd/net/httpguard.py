@@ -145,7 +145,8 @@ class GuardedChannel(HTTPChannel):
             status, reason, counter = why
             limit = "max_connections" if counter == "connections" else "max_connections_per_peer"
             guard.count(counter, self._peer, f"[http] {limit} reached")
-            self._answer(status, reason, f"{limit} reached", retry_after=1)
+            # no lingering here: a flood of refused connects must not hold descriptors
+            self._answer(status, reason, f"{limit} reached", retry_after=1, linger=False)
             return
         self._admitted = True
         super().connectionMade()
@@ -246,7 +247,9 @@ class GuardedChannel(HTTPChannel):
             f"request body exceeded the size limit: limit is {limit} bytes",
         )
 
-    def _answer(self, status: int, reason: str, detail: str, retry_after: int = 0) -> None:
+    def _answer(
+        self, status: int, reason: str, detail: str, retry_after: int = 0, linger: bool = True
+    ) -> None:
         """Write a final answer now, then close: read and drop what follows for a moment."""
         self._refused = True
         self._stop_timer()
@@ -262,7 +265,7 @@ class GuardedChannel(HTTPChannel):
         transport: Any = self.transport
         transport.write("\r\n".join(head).encode() + b"\r\n\r\n" + body)
         half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is None:
+        if half_close is None or not linger:
             transport.loseConnection()
             return
         # The client may still be sending the body: closing with unread bytes would

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
-from obsd.net.endpoints import CLIENT_CA, Listener
+from obsd.net.endpoints import CLIENT_CA, DEFAULT_BACKLOG, Listener
 from obsd.ops.log import get_logger
 
 
@@ -36,7 +36,7 @@ def mutual_tls_endpoint(reactor: Any, listener: Listener) -> Any:
         reactor,
         listener.port,
         context,
-        backlog=int(options.get("backlog", 50)),
+        backlog=int(options.get("backlog", DEFAULT_BACKLOG)),
         interface=listener.address,
     )
 
@@ -107,7 +107,7 @@ class ListenerService(Service):
                 if listener.type == "ssl" and CLIENT_CA in listener.options:
                     endpoint = mutual_tls_endpoint(self.reactor, listener)
                 else:
-                    endpoint = serverFromString(self.reactor, listener.description)
+                    endpoint = serverFromString(self.reactor, listener.endpoint_string)
                 d = endpoint.listen(factory)
                 result: list[Any] = []
                 d.addBoth(result.append)

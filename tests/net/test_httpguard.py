@@ -292,3 +292,18 @@ def test_a_refused_client_is_read_a_moment_longer_so_it_sees_the_answer(
     channel.dataReceived(b"x" * LIMIT)
     server.clock.advance(httpguard.LINGER_SECONDS)
     assert transport.aborted
+
+
+def test_a_connection_refused_at_the_cap_is_closed_at_once() -> None:
+    """A flood of refused connects must not hold descriptors for the linger time."""
+    server = Server(max_connections=1)
+    server.connect(port=1)
+    address = IPv4Address("TCP", "127.0.0.1", 2)
+    channel = server.site.buildProtocol(address)
+    transport = HalfCloseable(peerAddress=address)
+    channel.makeConnection(transport)
+    assert status_of(transport) == 503
+    assert transport.disconnecting and not transport.write_closed
+    assert not any(
+        call.func == transport.abortConnection for call in server.clock.getDelayedCalls()
+    )
