@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,37 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+def start_obsd(
+    workdir: Path, config: str, inputs: set[str], timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], Path, dict[str, int]]:
+    """A real ``twistd -n obsd`` on ``config``: the process, its log, and each input's port.
+
+    Ports come from obsd's "listening" log lines (listen strings use port 0); it
+    fails with the log's tail unless every one of ``inputs`` listened in time.
+    """
+    path = workdir / "obsd.toml"
+    path.write_text(config)
+    log = workdir / "obsd.log"
+    args = [sys.executable, "-c", TWISTD, "--pidfile", "", "-n", "obsd", "--config", str(path)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=workdir, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not inputs <= ports.keys() and proc.poll() is None:
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "listening" and event.get("port"):
+                ports.setdefault(event["input"], int(event["port"]))
+        time.sleep(0.05)
+    if not inputs <= ports.keys():
+        proc.kill()
+        raise RuntimeError(f"obsd did not start:\n{log.read_text()[-3000:]}")
+    return proc, log, ports

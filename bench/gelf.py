@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-from bench._child import ROOT, Proc, cpu_seconds, env
+from bench._child import ROOT, Proc, cpu_seconds, env, start_obsd
 
 OBSD_CONFIG = """
 [daemon]
@@ -129,34 +129,9 @@ class ObsdReceiver:
     name = "obsd"
 
     def __init__(self, workdir: Path) -> None:
-        config = workdir / "obsd.toml"
-        config.write_text(OBSD_CONFIG.format(data_dir=workdir / "data"))
-        self.log = workdir / "obsd.log"
-        args = [sys.executable, "-c",
-                "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
-                "--pidfile", "", "-n", "obsd", "--config", str(config)]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, cwd=workdir, env=env(), stdout=out,
-                                         stderr=subprocess.STDOUT)
-        self.port = self.http = 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (self.port and self.http):
-            for line in self.log.read_text(errors="replace").splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "listening":
-                    if event.get("input") == "gelf":
-                        self.port = int(event["port"])
-                    elif event.get("input") == "http":
-                        self.http = int(event["port"])
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not (self.port and self.http):
-            self.proc.kill()
-            raise RuntimeError(f"obsd did not start:\n{self.log.read_text()[-3000:]}")
+        config = OBSD_CONFIG.format(data_dir=workdir / "data")
+        self.proc, self.log, ports = start_obsd(workdir, config, {"gelf", "http"})
+        self.port, self.http = ports["gelf"], ports["http"]
 
     @property
     def pid(self) -> int:

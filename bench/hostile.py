@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._attacks import ATTACKS, HONEST, KEY, Target, connect, honest_event
-from bench._child import env
+from bench._child import start_obsd
 
 MiB = 1024 * 1024
 MAX_CONNECTIONS = 256
@@ -67,31 +67,9 @@ class Obsd:
     """A real ``twistd -n obsd``; its ports come from its "listening" log lines."""
 
     def __init__(self, workdir: Path) -> None:
-        config = workdir / "obsd.toml"
-        config.write_text(OBSD_CONFIG.format(data_dir=workdir / "data"))
-        self.log = workdir / "obsd.log"
-        args = [sys.executable, "-c",
-                "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
-                "--pidfile", "", "-n", "obsd", "--config", str(config)]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, cwd=workdir, env=env(), stdout=out,
-                                         stderr=subprocess.STDOUT)
-        ports: dict[str, int] = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(ports) < 3 and self.proc.poll() is None:
-            for line in self.log.read_text(errors="replace").splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "listening" and event.get("port"):
-                    ports[event["input"]] = int(event["port"])
-            time.sleep(0.05)
-        if not {"http", "syslog", "statsd"} <= ports.keys():
-            self.proc.kill()
-            raise RuntimeError(f"obsd did not start:\n{self.log.read_text()[-3000:]}")
+        config = OBSD_CONFIG.format(data_dir=workdir / "data")
+        self.proc, self.log, ports = start_obsd(workdir, config, {"http", "syslog", "statsd"})
         self.target = Target(ports["http"], ports["syslog"], ports["statsd"], TIMEOUTS)
-
         self.events = workdir / "data" / "events.jsonl"
         self._read = 0
 
