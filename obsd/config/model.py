@@ -210,6 +210,28 @@ class ListeningInputConfig(InputConfig):
 
 
 @attrs.frozen(kw_only=True)
+class StreamInputConfig(ListeningInputConfig):
+    """An input that takes stream connections: its fair-share limits (``net/slots.py``)."""
+
+    max_connections: int = setting(
+        1024, check=at_least(1), help="open stream connections at most; more are refused",
+        client_sees="a connection past it is reset at once (counted as refused, logged)",
+    )
+    max_connections_per_peer: int = setting(
+        64, check=at_least(1),
+        help="open stream connections one sender may hold (an IP; a unix peer by its uid)",
+        client_sees="a connection past it is reset at once (the sender sees a refused "
+                    "connection); counted as refused and logged (syslog also counts the bytes "
+                    "and lines it sent)",
+    )
+    idle_timeout: float = setting(
+        600.0, check=at_least(0), help="seconds a silent connection stays open; 0 = forever",
+        client_sees="a connection silent this long is closed (counted as idle_timeouts); senders "
+                    "such as rsyslog reconnect",
+    )
+
+
+@attrs.frozen(kw_only=True)
 class OutputConfig:
     """What every ``[outputs.NAME]`` table has: the queue, batching and retry."""
 

@@ -28,10 +28,11 @@ from twisted.web.server import Request
 
 from obsd import events
 from obsd.codecs import gelf as codec
-from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.inputs.statsd import tune_receive_buffer
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
@@ -39,7 +40,7 @@ MiB = 1024 * 1024
 
 
 @attrs.frozen(kw_only=True)
-class Config(ListeningInputConfig):
+class Config(StreamInputConfig):
     """``[inputs.gelf]``."""
 
     http_path: str = setting(
@@ -69,12 +70,6 @@ class Config(ListeningInputConfig):
         check=at_least(0.1),
         help="seconds a chunked message may take to arrive whole (Graylog: 5)",
         client_sees="nothing: a message still missing chunks is dropped (incomplete)",
-    )
-    max_connections: int = setting(
-        1024,
-        check=at_least(1),
-        help="open TCP connections at most; more are refused",
-        client_sees="a connection past it is closed at once (counted as refused, logged)",
     )
     receive_buffer_bytes: int = setting(
         8 * MiB,
@@ -121,7 +116,6 @@ class GelfReceiver:
         self.incomplete = tel.counter(prefix + "incomplete")
         self.id_dropped = tel.counter(prefix + "id_fields_dropped")
         self.connections_total = tel.counter(prefix + "connections")
-        self.refused = tel.counter(prefix + "refused")
         tel.gauge(prefix + "pending_chunked", lambda: len(self.assembler))
 
     # -- the three ways in ----------------------------------------------------------
@@ -265,7 +259,7 @@ class GelfStreamProtocol(Protocol):
 
 
 class GelfStreamFactory(Factory):
-    """Builds a ``GelfStreamProtocol`` per connection, within ``max_connections``."""
+    """Builds a ``GelfStreamProtocol`` per connection (``FairFactory`` holds the caps)."""
 
     protocol = GelfStreamProtocol  # type: ignore[assignment]
     noisy = False
@@ -276,19 +270,9 @@ class GelfStreamFactory(Factory):
         self.connections: set[Protocol] = set()
 
     def admit(self, protocol: GelfStreamProtocol) -> bool:
-        receiver = self.receiver
-        if len(self.connections) >= receiver.config.max_connections:
-            receiver.refused.inc()
-            receiver.throttle.warning(
-                f"input:{receiver.name}:refused",
-                "GELF connection refused: max_connections reached",
-                input=receiver.name,
-                peer=protocol.peer,
-            )
-            protocol.transport.loseConnection()  # type: ignore[union-attr]
-            return False
+        """Register a connection ``FairFactory`` let in (it holds the caps)."""
         self.connections.add(protocol)
-        receiver.connections_total.inc()
+        self.receiver.connections_total.inc()
         self.flow_control.register(protocol.transport)
         return True
 
@@ -379,7 +363,7 @@ def build_input(name: str, config: Config, context: Any) -> IService:
     receiver = GelfReceiver(name, config, context)
     service = GelfInput(receiver)
     service.setName(name)
-    factory = GelfStreamFactory(receiver)
+    factory = fair_factory(GelfStreamFactory(receiver), name, config, context)
     # the largest UDP datagram: chunks are at most 8192 bytes, whole messages up to 64 KiB
     for listener in context.listener_services(
         list(config.listen),

@@ -27,10 +27,11 @@ from twisted.python.failure import Failure
 
 from obsd import events
 from obsd.codecs import graphite_plaintext as codec
-from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.inputs.statsd import tune_receive_buffer
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
+from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
@@ -38,7 +39,7 @@ _LENGTH = struct.Struct("!L")
 
 
 @attrs.frozen(kw_only=True)
-class Config(ListeningInputConfig):
+class Config(StreamInputConfig):
     """``[inputs.graphite]``."""
 
     format: Literal["plaintext", "pickle"] = setting(
@@ -57,12 +58,6 @@ class Config(ListeningInputConfig):
         check=at_least(1024),
         help="a longer pickle frame closes the connection (carbon's limit: 1 MiB)",
         client_sees="the connection is closed at the frame's length prefix (bad_frames, logged)",
-    )
-    max_connections: int = setting(
-        1024,
-        check=at_least(1),
-        help="open TCP connections at most; more are refused",
-        client_sees="a connection past it is closed at once (counted as refused, logged)",
     )
     receive_buffer_bytes: int = setting(
         8 * 1024 * 1024,
@@ -106,7 +101,6 @@ class GraphiteReceiver:
         self.bad_frames = tel.counter(prefix + "bad_frames")
         self.pickle_refused = tel.counter(prefix + "pickle_refused")
         self.connections_total = tel.counter(prefix + "connections")
-        self.refused = tel.counter(prefix + "refused")
 
     def lines(self, data: bytes, peer: str) -> None:
         """Complete plaintext lines (a datagram, or a run of TCP lines)."""
@@ -281,7 +275,7 @@ class GraphitePickleProtocol(Protocol):
 
 
 class GraphiteStreamFactory(Factory):
-    """Builds the line or pickle protocol per connection, within ``max_connections``."""
+    """Builds the line or pickle protocol per connection (``FairFactory`` holds the caps)."""
 
     noisy = False
 
@@ -294,20 +288,9 @@ class GraphiteStreamFactory(Factory):
         self.connections: set[Protocol] = set()
 
     def admit(self, protocol: Any) -> bool:
-        """Register a new connection, or refuse it past ``max_connections``."""
-        receiver = self.receiver
-        if len(self.connections) >= receiver.config.max_connections:
-            receiver.refused.inc()
-            receiver.throttle.warning(
-                f"input:{receiver.name}:refused",
-                "graphite connection refused: max_connections reached",
-                input=receiver.name,
-                peer=protocol.peer,
-            )
-            protocol.transport.loseConnection()
-            return False
+        """Register a connection ``FairFactory`` let in (it holds the caps)."""
         self.connections.add(protocol)
-        receiver.connections_total.inc()
+        self.receiver.connections_total.inc()
         self.flow_control.register(protocol.transport)
         return True
 
@@ -321,7 +304,7 @@ def build_input(name: str, config: Config, context: Any) -> IService:
     receiver = GraphiteReceiver(name, config, context)
     service = MultiService()
     service.setName(name)
-    factory = GraphiteStreamFactory(receiver, context)
+    factory = fair_factory(GraphiteStreamFactory(receiver, context), name, config, context)
     for listener in context.listener_services(
         list(config.listen),
         LISTEN_TYPES,

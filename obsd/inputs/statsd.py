@@ -30,10 +30,11 @@ from twisted.internet.task import LoopingCall
 from obsd import events, registry
 from obsd.aggregation.partials import PartialAggregator
 from obsd.aggregation.statsd import StatsdAggregator, StatsdPoint, StatsdSettings
-from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.inputs.statsd_fleet import FleetMode, make_fleet_mode
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
@@ -50,7 +51,7 @@ EMIT_CHUNK = 2000
 
 
 @attrs.frozen(kw_only=True)
-class Config(ListeningInputConfig, StatsdSettings):
+class Config(StreamInputConfig, StatsdSettings):
     """``[inputs.statsd]``: the aggregation settings (``StatsdSettings``) and the input's own."""
 
     receive_buffer_bytes: int = setting(
@@ -394,7 +395,7 @@ class StatsdInput(MultiService):
         for service in context.listener_services(
             config.listen,
             LISTEN_TYPES,
-            factory=StatsdLineFactory(self),
+            factory=fair_factory(StatsdLineFactory(self), name, config, context),
             datagram=StatsdDatagramProtocol(self),
         ):
             service.setServiceParent(self)

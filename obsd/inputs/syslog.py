@@ -29,11 +29,12 @@ from twisted.python.failure import Failure
 from obsd import events
 from obsd.codecs.framing import Framer, make_framer
 from obsd.codecs.syslog import parse_syslog
-from obsd.config.model import ListeningInputConfig, ObsdConfig
+from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.net.peers import describe_peer, peer_key
+from obsd.net.slots import ConnectionSlots
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 
@@ -41,7 +42,7 @@ Framing = Literal["auto", "octet", "lf", "nul"]
 
 
 @attrs.frozen(kw_only=True)
-class Config(ListeningInputConfig):
+class Config(StreamInputConfig):
     """``[inputs.syslog]``."""
 
     framing: Framing = setting(
@@ -54,21 +55,6 @@ class Config(ListeningInputConfig):
     max_message_size: int = setting(
         65536, check=at_least(480), help="bytes; longer messages are cut and flagged truncated",
         client_sees="nothing: a longer message is cut there and kept, flagged truncated = true",
-    )
-    max_connections: int = setting(
-        1024, check=at_least(1), help="open stream connections at most; more are refused",
-        client_sees="a connection past it is closed at once (counted as refused, logged)",
-    )
-    max_connections_per_peer: int = setting(
-        64, check=at_least(1),
-        help="open stream connections one sender may hold (an IP; a unix peer by its uid)",
-        client_sees="a connection past it is reset at once (the sender sees a refused "
-                    "connection); counted as refused with the bytes and lines it sent, logged",
-    )
-    idle_timeout: float = setting(
-        600.0, check=at_least(0), help="seconds a silent connection stays open; 0 = forever",
-        client_sees="a connection silent this long is closed (counted as idle_timeouts); senders "
-                    "such as rsyslog reconnect",
     )
 
 
@@ -197,7 +183,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self.peer = describe_peer(address)
         self.sender = sender_host(address)
         self.peer_key = peer_key(address, self.transport)
-        why = factory.refusal(self.peer_key)
+        why = factory.slots.refusal(self.peer_key)
         if why is not None:
             self._refused = True
             factory.refused.value += 1
@@ -213,7 +199,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()
             return
         factory.connections.add(self)
-        factory.per_peer[self.peer_key] = factory.per_peer.get(self.peer_key, 0) + 1
+        factory.slots.take(self.peer_key)
         factory.connections_total.value += 1
         self.framer = make_framer(factory.framing, factory.receiver.max_message_size)
         if factory.idle_timeout > 0:
@@ -280,11 +266,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         factory = self.factory
         if self in factory.connections:
             factory.connections.discard(self)
-            left = factory.per_peer.get(self.peer_key, 1) - 1
-            if left > 0:
-                factory.per_peer[self.peer_key] = left
-            else:
-                factory.per_peer.pop(self.peer_key, None)
+            factory.slots.give_back(self.peer_key)
         self.factory.flow_control.unregister(self.transport)
 
 
@@ -300,7 +282,9 @@ class SyslogStreamFactory(Factory):
         self.framing = config.framing
         self.max_connections = config.max_connections
         self.max_per_peer = config.max_connections_per_peer
-        self.per_peer: dict[str, int] = {}
+        #: the caps; refused connections are reset here (not by ``FairFactory``) so that
+        #: what they wrote before the reset is counted
+        self.slots = ConnectionSlots(config.max_connections, config.max_connections_per_peer)
         self.idle_timeout = config.idle_timeout
         self.reactor = context.reactor
         self.flow_control = context.flow_control
@@ -315,14 +299,6 @@ class SyslogStreamFactory(Factory):
         self.refused_lines = telemetry.counter(prefix + "refused_lines")
         self.framing_errors = telemetry.counter(prefix + "framing_errors")
         self.idle_timeouts = telemetry.counter(prefix + "idle_timeouts")
-
-    def refusal(self, key: str) -> str | None:
-        """Why a new connection from ``key`` is refused, or None to take it."""
-        if len(self.connections) >= self.max_connections:
-            return "max_connections reached"
-        if self.per_peer.get(key, 0) >= self.max_per_peer:
-            return "max_connections_per_peer reached for this sender"
-        return None
 
     def drain(self, quiet: float = 0.2, limit: float = 2.0) -> defer.Deferred[None]:
         """At stop: read on until the senders close or go quiet, then close what is left.

@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request, Site
 
 from obsd.net.peers import describe_peer, peer_key
+from obsd.net.slots import ConnectionSlots
 
 #: what a request to an endpoint that names no limit may carry (status pages, health)
 DEFAULT_MAX_BODY = 64 * 1024
@@ -71,8 +72,7 @@ class HttpGuard:
         self.limits = limits
         self.throttle = throttle
         self.prefix = prefix
-        self.open = 0
-        self.per_peer: dict[str, int] = {}
+        self.slots = ConnectionSlots(limits.max_connections, limits.max_connections_per_peer)
         names = ("connections", "peer", "too_large", "header_timeout", "body_timeout")
         self.refused = {
             name: telemetry.counter(f"{prefix}refused.{name}") for name in names
@@ -80,22 +80,17 @@ class HttpGuard:
 
     def admit(self, key: str) -> tuple[int, str, str] | None:
         """Take a connection from ``key``; or why not, as (status, reason, counter)."""
-        if self.open >= self.limits.max_connections:
+        why = self.slots.refusal(key)
+        if why is None:
+            self.slots.take(key)
+            return None
+        if why.startswith("max_connections reached"):
             return 503, "Service Unavailable", "connections"
-        if self.per_peer.get(key, 0) >= self.limits.max_connections_per_peer:
-            return 429, "Too Many Requests", "peer"
-        self.open += 1
-        self.per_peer[key] = self.per_peer.get(key, 0) + 1
-        return None
+        return 429, "Too Many Requests", "peer"
 
     def release(self, key: str) -> None:
         """A connection that ``admit`` took has closed."""
-        self.open -= 1
-        left = self.per_peer.get(key, 1) - 1
-        if left > 0:
-            self.per_peer[key] = left
-        else:
-            self.per_peer.pop(key, None)
+        self.slots.give_back(key)
 
     def count(self, what: str, peer: str, detail: str) -> None:
         """Count one refusal and log it (throttled per kind)."""

@@ -119,7 +119,7 @@ class TestUdp:
         assert [l[1] for l in context.log.lines] == ["bad GELF message skipped"]
 
 
-def connect(factory: gelf.GelfStreamFactory) -> tuple[Any, StringTransport]:
+def connect(factory: Any) -> tuple[Any, StringTransport]:
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     protocol = factory.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer)
@@ -148,7 +148,10 @@ class TestTcp:
 
     def test_max_connections(self, context: FakeContext) -> None:
         """Past max_connections a connection is refused and counted."""
-        factory = gelf.GelfStreamFactory(receiver(context, max_connections=1))
+        from obsd.net.slots import fair_factory
+
+        taker = receiver(context, max_connections=1)
+        factory: Any = fair_factory(gelf.GelfStreamFactory(taker), "gelf", taker.config, context)
         connect(factory)
         _, second = connect(factory)
         assert second.disconnecting and context.counter("refused") == 1

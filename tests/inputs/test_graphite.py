@@ -63,7 +63,7 @@ def make(context: FakeContext, **kw: Any) -> graphite.GraphiteStreamFactory:
                                           context)
 
 
-def connect(factory: graphite.GraphiteStreamFactory) -> tuple[Any, StringTransport]:
+def connect(factory: Any) -> tuple[Any, StringTransport]:
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     protocol = factory.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer)
@@ -119,7 +119,10 @@ class TestPlaintext:
 
     def test_max_connections(self, context: FakeContext) -> None:
         """Past max_connections a connection is closed and counted."""
-        factory = make(context, max_connections=1)
+        from obsd.net.slots import fair_factory
+
+        inner = make(context, max_connections=1)
+        factory: Any = fair_factory(inner, "graphite", inner.receiver.config, context)
         connect(factory)
         _, second = connect(factory)
         assert second.disconnecting

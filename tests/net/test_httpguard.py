@@ -251,18 +251,18 @@ class TestConnectionCaps:
         channel, honest = server.connect("127.0.0.1", 4)
         channel.dataReceived(b"GET /echo HTTP/1.1\r\nHost: obsd\r\n\r\n")
         assert status_of(honest) == 200
-        assert server.guard.per_peer == {"127.0.0.2": 2, "127.0.0.1": 1}
+        assert server.guard.slots.per_peer == {"127.0.0.2": 2, "127.0.0.1": 1}
         for channel, _ in held:
             channel.connectionLost(None)
-        assert server.guard.per_peer == {"127.0.0.1": 1}
-        assert server.guard.open == 1
+        assert server.guard.slots.per_peer == {"127.0.0.1": 1}
+        assert server.guard.slots.open == 1
 
     def test_refused_connections_are_not_counted_as_open(self) -> None:
         server = Server(max_connections=1)
         server.connect(port=1)
         refused, _ = server.connect(port=2)
         refused.connectionLost(None)
-        assert server.guard.open == 1
+        assert server.guard.slots.open == 1
 
 
 class HalfCloseable(StringTransport):
