@@ -2,18 +2,18 @@
 
 Modules are named, not imported, so reading the table costs nothing; the config
 loader imports a module only when a config uses its type.  An input module
-provides ``Config`` (an ``InputConfig`` subclass), ``LISTEN_TYPES`` (the endpoint
-types it takes, empty for inputs that mount on ``[http]``) and
-``build_input(name, config, context) -> IService``.  An output module provides
-``Config`` (an ``OutputConfig`` subclass), ``ACCEPTS`` and ``DEFAULT_KINDS``
-(event kinds it can take, and takes when no route says otherwise) and
-``build_output(name, config, context) -> Output``.
+provides what ``obsd.contracts.InputModule`` says (``Config``, ``LISTEN_TYPES``,
+``build_input``); an output module what ``OutputModule`` says (``Config``,
+``ACCEPTS``, ``DEFAULT_KINDS``, ``build_output``).  mypy checks each
+registered module against its contract (``obsd/conformance.py``).
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import cast
+
+from obsd.contracts import InputModule, OutputModule
 
 INPUT_MODULES: dict[str, str] = {
     "gelf": "obsd.inputs.gelf",
@@ -39,13 +39,13 @@ OUTPUT_MODULES: dict[str, str] = {
 }
 
 
-def input_module(type_name: str) -> ModuleType | None:
+def input_module(type_name: str) -> InputModule | None:
     """The module for an input type, or None when obsd has no such type."""
     name = INPUT_MODULES.get(type_name)
-    return importlib.import_module(name) if name else None
+    return cast(InputModule, importlib.import_module(name)) if name else None
 
 
-def output_module(type_name: str) -> ModuleType | None:
+def output_module(type_name: str) -> OutputModule | None:
     """The module for an output type, or None when obsd has no such type."""
     name = OUTPUT_MODULES.get(type_name)
-    return importlib.import_module(name) if name else None
+    return cast(OutputModule, importlib.import_module(name)) if name else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
 from obsd import events
@@ -26,6 +25,7 @@ from obsd.codecs.graphite import sanitise_name
 from obsd.codecs.statsd import Sample
 from obsd.config.model import DerivedMetricsConfig
 from obsd.ops.telemetry import Telemetry
+from obsd.twistedtypes import Service
 
 #: the aggregator's own counters (bad lines, packets) say nothing here: left out
 _OWN_STATS = "obsd_derived"

@@ -288,7 +288,7 @@ class PartialAggregator:
                 if len(series) >= s.max_metrics:
                     self.dropped_metrics += 1
                     continue
-                part = series[key] = _new(kind)  # type: ignore[index]
+                part = series[key] = _new(kind)
             if isinstance(part, CounterPartial):
                 new = part.total + value / rate  # type: ignore[operator]
                 if new - new != 0.0:

@@ -177,12 +177,13 @@ def encode_response(signal: str, encoding: str, rejected: int = 0, message: str 
     """The ``Export*ServiceResponse``: empty, or with ``partial_success``."""
     response = RESPONSES[signal]()
     if rejected or message:
-        partial = response.partial_success  # type: ignore[attr-defined]
+        partial = response.partial_success
         setattr(partial, REJECTED_FIELD[signal], rejected)
         partial.error_message = message
     if encoding == PROTOBUF:
         return bytes(response.SerializeToString())
-    return json_format.MessageToJson(response, indent=None).encode()
+    text: str = json_format.MessageToJson(response, indent=None)
+    return text.encode()
 
 
 def _varint(number: int) -> bytes:

@@ -11,7 +11,7 @@ import binascii
 import zlib
 from typing import Final
 
-import brotli  # type: ignore[import-untyped]
+import brotli
 
 from obsd.codecs.inflate import InflateError, gunzip, inflate, looks_zlib
 from obsd.codecs.sentry import SentryRequestError

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import brotli  # type: ignore[import-untyped]
+import brotli
 
 from obsd import events
 from obsd.codecs import tracebacks

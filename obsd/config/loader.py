@@ -17,8 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from obsd import events, registry
 from obsd.config.model import (
     DaemonConfig,
@@ -97,7 +95,7 @@ def parse_config(
                 problems.add(f"routes[{i}]", "expected a table")
                 continue
             built = build(RouteConfig, route, f"routes[{i}]", problems, env=env, base_dir=base_dir)
-            if built is not attrs.NOTHING:
+            if isinstance(built, RouteConfig):  # attrs.NOTHING when refused
                 routes.append(built)
     config = ObsdConfig(
         daemon=daemon,
@@ -144,7 +142,8 @@ def _build_component(
         return None
     raw = {**raw, "type": type_name}
     built = build(module.Config, raw, path, problems, env=env, base_dir=base_dir)
-    return None if built is attrs.NOTHING else built
+    # build gives attrs.NOTHING when the table was refused
+    return built if isinstance(built, InputConfig | OutputConfig) else None
 
 
 def check_config(
@@ -185,9 +184,9 @@ def check_config(
             problems.add(
                 f"outputs.{name}.buffer.low_watermark", "must be below buffer.high_watermark"
             )
-        module = registry.output_module(out.type)
-        assert module is not None
-        check = getattr(module, "check_config", None)
+        output_module = registry.output_module(out.type)
+        assert output_module is not None
+        check = getattr(output_module, "check_config", None)
         if check is not None:
             check(name, out, config, problems)
     for i, route in enumerate(config.routes):

@@ -326,7 +326,7 @@ def describe_fields(cls: type) -> list[FieldDoc]:
     for field in attrs.fields(cls):
         default: Any = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory()  # type: ignore[union-attr]
+            default = default.factory()
         check = field.metadata.get("check")
         rows.append(
             FieldDoc(

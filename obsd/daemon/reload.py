@@ -20,7 +20,6 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 
 from obsd import registry
@@ -28,6 +27,7 @@ from obsd.config.loader import load_config, output_accepts, output_default_kinds
 from obsd.config.model import ObsdConfig
 from obsd.errors import ConfigError
 from obsd.ops.log import get_logger
+from obsd.twistedtypes import Service
 
 #: the parts of a config that only a restart can change
 RESTART_PARTS = ("daemon", "http", "pipeline", "derived_metrics", "inputs")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.python.components import Componentized
 from twisted.python.lockfile import FilesystemLock
@@ -40,6 +40,7 @@ from obsd.outputs.base import Output, OutputContext
 from obsd.pipeline import build_chain
 from obsd.pipeline.ingest import IngestLogger
 from obsd.pipeline.router import Router
+from obsd.twistedtypes import MultiService
 
 
 @attrs.define
@@ -131,7 +132,8 @@ class _Group(MultiService):
     """A MultiService whose stop waits for every child (they stop in reverse order)."""
 
     def stopService(self) -> defer.Deferred[Any]:
-        Service.stopService(self)
+        # Service's own stop: the children stop below, in order
+        super(MultiService, self).stopService()  # type: ignore[no-untyped-call]
         results = [defer.maybeDeferred(s.stopService) for s in reversed(list(self))]
         return defer.gatherResults(results, consumeErrors=True)
 
@@ -248,7 +250,8 @@ class ObsdService(MultiService):
         signal.signal(signal.SIGTERM, again)
 
     def stopService(self) -> defer.Deferred[None]:
-        Service.stopService(self)
+        # Service's own stop: the children stop below, in order
+        super(MultiService, self).stopService()  # type: ignore[no-untyped-call]
         self.log.info("stopping: closing inputs, then draining outputs")
         d = defer.maybeDeferred(self.inputs_group.stopService)
         d.addBoth(lambda _: self.outputs_group.stopService())
@@ -323,8 +326,8 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         return IngestLogger(router, chain, context)
 
     for name, in_config in config.inputs.items():
-        module = registry.input_module(in_config.type)
-        assert module is not None
+        input_module = registry.input_module(in_config.type)
+        assert input_module is not None
         context = InputContext(
             name=name,
             reactor=reactor,
@@ -338,7 +341,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
             wait_durable=service.wait_durable,
             consume=router.consume,
         )
-        built = module.build_input(name, in_config, context)
+        built = input_module.build_input(name, in_config, context)
         IService(built).setServiceParent(service.inputs_group)
     if config.daemon.max_memory:
         MemoryGuard(

@@ -12,11 +12,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.ops.telemetry import Telemetry
+from obsd.twistedtypes import Service
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

@@ -97,7 +97,7 @@ def backoff_delay(
     from hammering a destination; the random half spreads many obsd instances.
     """
     delay = min(cap, initial * 2 ** (attempt - 1))
-    return delay / 2 + rand() * delay / 2
+    return float(delay / 2 + rand() * delay / 2)
 
 
 class DeliveryQueue:

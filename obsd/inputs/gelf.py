@@ -19,21 +19,22 @@ import json
 from typing import Any
 
 import attrs
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from obsd import events
 from obsd.codecs import gelf as codec
 from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.contracts import InputContext
 from obsd.inputs.statsd import tune_receive_buffer
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
+from obsd.twistedtypes import MultiService, Resource
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 MiB = 1024 * 1024
@@ -97,7 +98,7 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
 class GelfReceiver:
     """Turns payloads into log events and counts everything: shared by every listener."""
 
-    def __init__(self, name: str, config: Config, context: Any) -> None:
+    def __init__(self, name: str, config: Config, context: InputContext) -> None:
         self.name = name
         self.config = config
         self.context = context
@@ -358,7 +359,7 @@ class GelfInput(MultiService):
         return super().stopService()
 
 
-def build_input(name: str, config: Config, context: Any) -> IService:
+def build_input(name: str, config: Config, context: InputContext) -> IService:
     """The GELF input: UDP and TCP listeners, and ``POST http_path`` on ``[http]``."""
     receiver = GelfReceiver(name, config, context)
     service = GelfInput(receiver)

@@ -21,7 +21,7 @@ import struct
 from typing import Any, Literal
 
 import attrs
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -29,10 +29,12 @@ from obsd import events
 from obsd.codecs import graphite_plaintext as codec
 from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.contracts import InputContext
 from obsd.inputs.statsd import tune_receive_buffer
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
 from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
+from obsd.twistedtypes import MultiService
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 _LENGTH = struct.Struct("!L")
@@ -88,7 +90,7 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
 class GraphiteReceiver:
     """Turns points into metric events and counts what was bad: shared by every listener."""
 
-    def __init__(self, name: str, config: Config, context: Any) -> None:
+    def __init__(self, name: str, config: Config, context: InputContext) -> None:
         self.name = name
         self.config = config
         self._clock = context.reactor
@@ -279,7 +281,7 @@ class GraphiteStreamFactory(Factory):
 
     noisy = False
 
-    def __init__(self, receiver: GraphiteReceiver, context: Any) -> None:
+    def __init__(self, receiver: GraphiteReceiver, context: InputContext) -> None:
         self.receiver = receiver
         pickled = receiver.config.format == "pickle"
         protocol: Any = GraphitePickleProtocol if pickled else GraphiteLineProtocol
@@ -299,7 +301,7 @@ class GraphiteStreamFactory(Factory):
         self.flow_control.unregister(protocol.transport)
 
 
-def build_input(name: str, config: Config, context: Any) -> IService:
+def build_input(name: str, config: Config, context: InputContext) -> IService:
     """The graphite input's service: one listener per ``listen`` string."""
     receiver = GraphiteReceiver(name, config, context)
     service = MultiService()

@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import attrs
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.web.pages import notFound
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd.codecs import otlp as codec
@@ -34,9 +33,11 @@ from obsd.codecs.otlp_metrics import CumulativeState, MetricConverter
 from obsd.codecs.otlp_traces import span_events
 from obsd.config.model import ListeningInputConfig
 from obsd.config.schema import at_least, setting
+from obsd.contracts import InputContext
 from obsd.net.endpoints import STREAM_TYPES
 from obsd.net.httpguard import HttpGuard, HttpLimits
 from obsd.net.web import make_site
+from obsd.twistedtypes import MultiService, Resource
 
 LISTEN_TYPES = STREAM_TYPES
 MiB = 1024 * 1024
@@ -81,7 +82,7 @@ class Config(ListeningInputConfig):
 class OtlpReceiver:
     """What the three endpoints share: converters, counters, the ingest logger."""
 
-    def __init__(self, name: str, config: Config, context: Any) -> None:
+    def __init__(self, name: str, config: Config, context: InputContext) -> None:
         self.name = name
         self.config = config
         self.context = context
@@ -301,7 +302,8 @@ class _Tree(Resource):
         return notFound()  # type: ignore[return-value]
 
     def render(self, request: Request) -> bytes:
-        return notFound().render(request)  # type: ignore[no-any-return,return-value]
+        page: bytes = notFound().render(request)
+        return page
 
 
 class OtlpRoot(_Tree):
@@ -320,7 +322,7 @@ class OtlpRoot(_Tree):
         return self._receiver.config.max_body_bytes
 
 
-def build_input(name: str, config: Config, context: Any) -> IService:
+def build_input(name: str, config: Config, context: InputContext) -> IService:
     """The OTLP/HTTP input: its own site on each ``listen`` endpoint."""
     receiver = OtlpReceiver(name, config, context)
     guard = HttpGuard(

@@ -33,17 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.application.service import IService, Service
+from twisted.application.service import IService
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.codecs.relaywire import decode_body
 from obsd.config.model import InputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.contracts import InputContext
 from obsd.errors import ParseError
 from obsd.ops.selfmetrics import name_by_host
+from obsd.twistedtypes import Resource, Service
 
 LISTEN_TYPES: frozenset[str] = frozenset()
 MOUNT = ("api", "obsd", "v1", "events")
@@ -176,7 +177,7 @@ class RelayResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, name: str, config: Config, context: Any) -> None:
+    def __init__(self, name: str, config: Config, context: InputContext) -> None:
         super().__init__()
         self.name = name
         self.config = config
@@ -360,7 +361,7 @@ class RelayInputService(Service):
                 )
 
 
-def build_input(name: str, config: Config, context: Any) -> IService:
+def build_input(name: str, config: Config, context: InputContext) -> IService:
     """Mount the resource on ``[http]``; the service keeps the dedupe ids across restarts."""
     resource = RelayResource(name, config, context)
     context.http.mount(MOUNT, resource)

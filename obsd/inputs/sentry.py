@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
-from twisted.application.service import IService, Service
-from twisted.web.resource import Resource
+from twisted.application.service import IService
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd.codecs import sentry as codec
@@ -26,8 +25,10 @@ from obsd.codecs import sentry_auth, sentry_body, sentry_fields
 from obsd.codecs.scrub import DEFAULT_SCRUB_KEYS, Scrubber, make_scrubber
 from obsd.config.model import InputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.contracts import InputContext
 from obsd.events import ERROR, ID
 from obsd.ops.telemetry import Counter
+from obsd.twistedtypes import Resource, Service
 
 LISTEN_TYPES: frozenset[str] = frozenset()
 
@@ -186,7 +187,7 @@ class SentryIngestResource(Resource):
     def __init__(
         self,
         config: Config,
-        context: Any,
+        context: InputContext,
         *,
         scrubber: Scrubber | None = None,
     ) -> None:
@@ -227,12 +228,12 @@ class SentryIngestResource(Resource):
         ].strip().decode("latin-1") == codec.ENVELOPE_CONTENT_TYPE
         return self._config.max_envelope_bytes if envelope else self._config.max_event_bytes
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         return self._leaf.render(request)
 
     # --- one request ----------------------------------------------------
 
-    def handle(self, request: Request, segments: list[str]) -> bytes:
+    def handle(self, request: Request, segments: list[str]) -> bytes | int:
         """Answer one request to ``/api/<segments>``."""
         self._cors(request)
         method = request.method
@@ -293,7 +294,7 @@ class SentryIngestResource(Resource):
             )
             return self._json(request, 500, {"detail": "internal server error"})
 
-    def _answer_when_durable(self, request: Request, answer: dict[str, Any]) -> Any:
+    def _answer_when_durable(self, request: Request, answer: dict[str, Any]) -> int:
         """Answer 200 once every output has the events on disk (503 if the disk fails)."""
         assert self._wait_durable is not None
 
@@ -310,7 +311,8 @@ class SentryIngestResource(Resource):
                 request.finish()
 
         self._wait_durable().addCallbacks(durable, failed)
-        return NOT_DONE_YET
+        done_later: int = NOT_DONE_YET
+        return done_later
 
     @staticmethod
     def _route(segments: list[str]) -> tuple[str, str | None]:
@@ -470,7 +472,7 @@ class _SentryEndpoint(Resource):
         super().__init__()
         self._parent = parent
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         # prepath ends with "api" (at /api itself) or the first segment after it
         prepath = [s.decode("utf-8", "replace") for s in request.prepath or ()]
         after_api = prepath[prepath.index("api") + 1 :] if "api" in prepath else []
@@ -478,7 +480,7 @@ class _SentryEndpoint(Resource):
         return self._parent.handle(request, segments)
 
 
-def build_input(name: str, config: Config, context: Any) -> IService:
+def build_input(name: str, config: Config, context: InputContext) -> IService:
     """Mount the ingest resource at ``/api`` on the shared HTTP site."""
     context.http.mount(("api",), SentryIngestResource(config, context))
     service = Service()

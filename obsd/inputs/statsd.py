@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
-from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -32,10 +31,12 @@ from obsd.aggregation.partials import PartialAggregator
 from obsd.aggregation.statsd import StatsdAggregator, StatsdPoint, StatsdSettings
 from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.contracts import InputContext
 from obsd.inputs.statsd_fleet import FleetMode, make_fleet_mode
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
+from obsd.twistedtypes import MultiService
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 
@@ -352,7 +353,7 @@ class StatsdInput(MultiService):
         self,
         name: str,
         config: Config,
-        context: Any,
+        context: InputContext,
         perf_counter: Callable[[], float] = time.perf_counter,
     ) -> None:
         super().__init__()
@@ -551,7 +552,7 @@ class StatsdInput(MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Close the listeners, then flush what they brought in one last time."""
-        d = defer.maybeDeferred(super().stopService)
+        d: defer.Deferred[Any] = defer.maybeDeferred(super().stopService)
 
         def last_flush(_: Any) -> None:
             if self._loop is not None and self._loop.running:
@@ -572,5 +573,5 @@ class StatsdInput(MultiService):
         return d
 
 
-def build_input(name: str, config: Config, context: Any) -> StatsdInput:
+def build_input(name: str, config: Config, context: InputContext) -> StatsdInput:
     return StatsdInput(name, config, context)

@@ -96,7 +96,7 @@ class _Mode:
 
     def interval_now(self) -> int:
         """The interval the clock is in (a loop firing on a boundary is in the new one)."""
-        return math.floor(self.clock() / self.interval + 1e-6)
+        return math.floor(float(self.clock()) / self.interval + 1e-6)
 
     def safely(self, fn: Callable[[], Any]) -> Callable[[], None]:
         def call() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -31,10 +31,12 @@ from obsd.codecs.framing import Framer, make_framer
 from obsd.codecs.syslog import parse_syslog
 from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.contracts import InputContext
 from obsd.errors import ParseError
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
 from obsd.net.peers import describe_peer, peer_key
 from obsd.net.slots import ConnectionSlots
+from obsd.twistedtypes import MultiService
 
 LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 
@@ -106,7 +108,7 @@ def sender_host(address: Any) -> str | None:
 class SyslogReceiver:
     """Turns one message into an event: the part datagram and stream protocols share."""
 
-    def __init__(self, name: str, config: Config, context: Any) -> None:
+    def __init__(self, name: str, config: Config, context: InputContext) -> None:
         self.name = name
         self.max_message_size = config.max_message_size
         self.timezone = resolve_timezone(config.timezone)
@@ -203,7 +205,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         factory.connections_total.value += 1
         self.framer = make_framer(factory.framing, factory.receiver.max_message_size)
         if factory.idle_timeout > 0:
-            self.setTimeout(factory.idle_timeout)
+            self.setTimeout(factory.idle_timeout)  # type: ignore[no-untyped-call]
         factory.flow_control.register(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -217,7 +219,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         factory = self.factory
         factory.last_data = factory.reactor.seconds()
         if self.timeOut:
-            self.resetTimeout()
+            self.resetTimeout()  # type: ignore[no-untyped-call]
         message = factory.receiver.message
         peer = self.peer
         sender = self.sender
@@ -261,7 +263,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._refused:
             return
-        self.setTimeout(None)
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
         self.finish()
         factory = self.factory
         if self in factory.connections:
@@ -276,7 +278,7 @@ class SyslogStreamFactory(Factory):
     protocol = SyslogStreamProtocol  # type: ignore[assignment]
     noisy = False  # obsd logs its own "listening" line
 
-    def __init__(self, receiver: SyslogReceiver, config: Config, context: Any) -> None:
+    def __init__(self, receiver: SyslogReceiver, config: Config, context: InputContext) -> None:
         self.name = receiver.name
         self.receiver = receiver
         self.framing = config.framing
@@ -316,7 +318,7 @@ class SyslogStreamFactory(Factory):
                 return
             for protocol in list(self.connections):
                 protocol.finish()
-                protocol.transport.loseConnection()  # type: ignore[union-attr]
+                protocol.transport.loseConnection()
             done.callback(None)
 
         if not self.connections:
@@ -334,12 +336,12 @@ class SyslogInput(MultiService):
         self.factory = factory
 
     def stopService(self) -> defer.Deferred[None]:
-        d = defer.maybeDeferred(super().stopService)
+        d: defer.Deferred[Any] = defer.maybeDeferred(super().stopService)
         d.addCallback(lambda _: self.factory.drain())
         return d
 
 
-def build_input(name: str, config: Config, context: Any) -> IService:
+def build_input(name: str, config: Config, context: InputContext) -> IService:
     """The syslog input's service: one listener per ``listen`` string."""
     receiver = SyslogReceiver(name, config, context)
     factory = SyslogStreamFactory(receiver, config, context)

@@ -31,7 +31,7 @@ class HandshakeDeadline(ProtocolWrapper):
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
         self._timer = factory.reactor.callLater(factory.timeout, self._expired)
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def handshakeCompleted(self) -> None:
         self._cancel()
@@ -40,7 +40,7 @@ class HandshakeDeadline(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _cancel(self) -> None:
         timer, self._timer = self._timer, None
@@ -55,7 +55,7 @@ class HandshakeDeadline(ProtocolWrapper):
             f"tls:{factory.owner}:handshake_timeout",
             "TLS handshake did not finish in time; connection aborted",
             input=factory.owner,
-            peer=describe_peer(self.getPeer()),
+            peer=describe_peer(self.getPeer()),  # type: ignore[no-untyped-call]
             tls_handshake_timeout=factory.timeout,
         )
         self.transport.abortConnection()  # type: ignore[union-attr]
@@ -76,7 +76,7 @@ class HandshakeDeadlineFactory(WrappingFactory):
         telemetry: Any,
         throttle: Any,
     ) -> None:
-        super().__init__(wrapped)
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.owner = owner
         self.timeout = timeout
         self.reactor = reactor

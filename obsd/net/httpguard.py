@@ -111,7 +111,7 @@ class GuardedRequest(Request):
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.channel.body_arrived(len(data)):
-            super().handleContentChunk(data)
+            super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
 
 class GuardedChannel(HTTPChannel):
@@ -144,7 +144,7 @@ class GuardedChannel(HTTPChannel):
             self._answer(status, reason, f"{limit} reached", retry_after=1, linger=False)
             return
         self._admitted = True
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]
         self._start("headers")
 
     def dataReceived(self, data: bytes) -> None:
@@ -153,14 +153,14 @@ class GuardedChannel(HTTPChannel):
         self._heard = True
         if self._phase == "idle":
             self._start("headers")
-        super().dataReceived(data)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return
         if self._phase == "idle":  # a pipelined request replayed after the last answer
             self._start("headers")
-        super().lineReceived(line)
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
 
     def allHeadersReceived(self) -> None:
         self._stop_timer()
@@ -169,7 +169,7 @@ class GuardedChannel(HTTPChannel):
             self._too_large(limit)
             return
         self._limit, self._seen = limit, 0
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]
         if self.length != 0:
             self._start("body")
 
@@ -194,11 +194,11 @@ class GuardedChannel(HTTPChannel):
             return
         self._stop_timer()
         self._phase = "handling"
-        super().allContentReceived()
+        super().allContentReceived()  # type: ignore[no-untyped-call]
 
     def requestDone(self, request: Request) -> None:
         self._phase = "idle"
-        super().requestDone(request)
+        super().requestDone(request)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_timer()
@@ -207,7 +207,7 @@ class GuardedChannel(HTTPChannel):
         if self._admitted:
             self._admitted = False
             self.site.guard.release(self._key)
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     # -- refusals -------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class GuardedChannel(HTTPChannel):
         self._stop_timer()
         limits = self.site.guard.limits
         seconds = limits.header_timeout if phase == "headers" else limits.body_timeout
-        self._timer = self.callLater(seconds, lambda: self._expired(phase))
+        self._timer = self.callLater(seconds, lambda: self._expired(phase))  # type: ignore[no-untyped-call]
 
     def _stop_timer(self) -> None:
         timer, self._timer = self._timer, None
@@ -266,7 +266,7 @@ class GuardedChannel(HTTPChannel):
         # The client may still be sending the body: closing with unread bytes would
         # reset the connection and lose the answer, so read (and drop) a little longer.
         half_close()
-        self._linger = self.callLater(LINGER_SECONDS, transport.abortConnection)
+        self._linger = self.callLater(LINGER_SECONDS, transport.abortConnection)  # type: ignore[no-untyped-call]
 
 
 class GuardedSite(Site):
@@ -282,7 +282,7 @@ class GuardedSite(Site):
         reactor: Any,
         max_body_bytes: Callable[[bytes, Headers], int] | None = None,
     ) -> None:
-        super().__init__(resource, reactor=reactor, timeout=guard.limits.idle_timeout)
+        super().__init__(resource, reactor=reactor, timeout=guard.limits.idle_timeout)  # type: ignore[no-untyped-call]
         self.guard = guard
         self._max_body = max_body_bytes
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -20,6 +19,7 @@ from twisted.python.failure import Failure
 
 from obsd.net.endpoints import CLIENT_CA, DEFAULT_BACKLOG, Listener
 from obsd.ops.log import get_logger
+from obsd.twistedtypes import Service
 
 
 def mutual_tls_endpoint(reactor: Any, listener: Listener) -> Any:

@@ -18,6 +18,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from obsd.contracts import InputContext
 from obsd.net.peers import describe_peer, peer_key
 
 
@@ -79,12 +80,12 @@ class FairProtocol(ProtocolWrapper):
         factory.slots.take(self._key)
         self._admitted = True
         self._arm()
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.factory.idle_timeout)
-        super().dataReceived(data)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self._admitted:
@@ -93,7 +94,7 @@ class FairProtocol(ProtocolWrapper):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self.factory.slots.give_back(self._key)
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _arm(self) -> None:
         if self.factory.idle_timeout > 0:
@@ -122,7 +123,7 @@ class FairFactory(WrappingFactory):
         throttle: Any,
     ) -> None:
         """``config`` has ``max_connections``, ``max_connections_per_peer``, ``idle_timeout``."""
-        super().__init__(wrapped)
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.owner = owner
         self.slots = ConnectionSlots(config.max_connections, config.max_connections_per_peer)
         self.idle_timeout = config.idle_timeout
@@ -132,7 +133,9 @@ class FairFactory(WrappingFactory):
         self.idle_timeouts = telemetry.counter(f"obsd.input.{owner}.idle_timeouts")
 
 
-def fair_factory(factory: IProtocolFactory, name: str, config: Any, context: Any) -> FairFactory:
+def fair_factory(
+    factory: IProtocolFactory, name: str, config: Any, context: InputContext
+) -> FairFactory:
     """``factory`` held to the input's caps: what a stream input hands its listeners."""
     return FairFactory(
         factory, owner=name, config=config, reactor=context.reactor,

@@ -93,11 +93,11 @@ def socket_kind(fd: int) -> tuple[int, int]:
         probe.close()
 
 
-class AdoptedUNIXDatagramPort(unix.DatagramPort):  # type: ignore[misc]
+class AdoptedUNIXDatagramPort(unix.DatagramPort):
     """A unix datagram port on a socket someone else bound (systemd)."""
 
     def __init__(self, fd: int, proto: Any, max_packet_size: int, reactor: Any) -> None:
-        super().__init__(None, proto, maxPacketSize=max_packet_size, reactor=reactor)
+        super().__init__(None, proto, maxPacketSize=max_packet_size, reactor=reactor)  # type: ignore[no-untyped-call]
         self._adopted_fd = fd
 
     def _bindSocket(self) -> None:
@@ -135,7 +135,7 @@ def adopt(
             raise ValueError(f"socket {fd} is a datagram socket; this input takes streams only")
         if family == socket.AF_UNIX:
             port = AdoptedUNIXDatagramPort(fd, datagram, max_packet_size, reactor)
-            port.startListening()
+            port.startListening()  # type: ignore[no-untyped-call]
             return port
         return reactor.adoptDatagramPort(fd, family, datagram, maxPacketSize=max_packet_size)
     if kind == socket.SOCK_STREAM:

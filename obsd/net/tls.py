@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -35,7 +36,8 @@ def load_client_certificate(cert_file: str, key_file: str = "") -> ssl.PrivateCe
     pem = Path(cert_file).read_bytes()
     if key_file and key_file != cert_file:
         pem += b"\n" + Path(key_file).read_bytes()
-    return ssl.PrivateCertificate.loadPEM(pem)
+    certificate: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(pem)
+    return certificate
 
 
 def check_tls_files(
@@ -46,14 +48,14 @@ def check_tls_files(
     if ca_file:
         try:
             load_trust_root(ca_file)
-        except (OSError, ValueError, ssl.SSL.Error) as exc:
+        except (OSError, ValueError, SSL.Error) as exc:
             problems.append(("ca_file", f"cannot load CA bundle: {exc}"))
     if key_file and not cert_file:
         problems.append(("key_file", "key_file needs cert_file"))
     elif cert_file:
         try:
             load_client_certificate(cert_file, key_file)
-        except (OSError, ValueError, ssl.SSL.Error) as exc:
+        except (OSError, ValueError, SSL.Error) as exc:
             problems.append(("cert_file", f"cannot load client certificate: {exc}"))
     return problems
 

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.web.http_headers import Headers
-from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from obsd.net.httpguard import DEFAULT_MAX_BODY, GuardedSite, HttpGuard
+from obsd.twistedtypes import Resource
 
 
 class JsonResource(Resource):

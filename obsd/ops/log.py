@@ -175,7 +175,7 @@ def make_observer(options: Any = None, fmt: str = "auto", level: str = "info") -
         if logfile != "-" and not (not logfile and options.get("nodaemon")):
             from twisted.python import logfile as twisted_logfile
 
-            stream = twisted_logfile.LogFile.fromFullPath(  # type: ignore[assignment]
+            stream = twisted_logfile.LogFile.fromFullPath(
                 logfile or "twistd.log",
                 rotateLength=options.get("rotatelength") or 1_000_000,
                 maxRotatedFiles=options.get("maxrotatedfiles"),

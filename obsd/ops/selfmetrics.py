@@ -14,11 +14,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
 from obsd import events
 from obsd.ops.telemetry import Telemetry
+from obsd.twistedtypes import Service
 
 _NOT_PROMETHEUS = re.compile(r"[^a-zA-Z0-9_]")
 #: a host name as one Graphite node: dots and unsafe characters become "_"
@@ -112,7 +112,7 @@ def prometheus_text(telemetry: Telemetry) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TelemetryCollector(telemetry))  # type: ignore[arg-type]
+    registry.register(TelemetryCollector(telemetry))
     return generate_latest(registry)
 
 

@@ -17,9 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from twisted.application.service import IService, Service
+from twisted.application.service import IService
 from twisted.internet.task import LoopingCall
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from obsd.config.loader import output_default_kinds
@@ -31,6 +30,7 @@ from obsd.ops.history import SAMPLE_INTERVAL, History
 from obsd.ops.selfmetrics import as_tree
 from obsd.ops.statuspage import render_page
 from obsd.ops.telemetry import Telemetry
+from obsd.twistedtypes import Resource, Service
 
 #: how far back rates look (copies are taken every SAMPLE_INTERVAL seconds)
 RATE_WINDOW = 60.0

@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-from twisted.application.service import Service
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.config.model import RouteConfig, RouteMatch
 from obsd.ops.telemetry import Telemetry
 from obsd.pipeline.router import Route
+from obsd.twistedtypes import Resource, Service
 
 #: matched lines a paused client may hold before events are dropped for it
 CLIENT_BUFFER = 1000

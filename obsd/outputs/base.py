@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from twisted.application.service import Service
 from twisted.internet import defer
 
 from obsd.config.model import OutputConfig
@@ -27,6 +26,7 @@ from obsd.delivery.queue import (
     SendResult,
     backoff_delay,
 )
+from obsd.twistedtypes import Service
 
 __all__ = [
     "Destination",
@@ -92,7 +92,7 @@ class Output(Service):
 
     def make_destinations(self) -> Sequence[Destination]:
         """The destinations; by default the output itself is its one destination."""
-        return [self]  # type: ignore[list-item]
+        return [self]
 
     def destination_for(self, event: dict[str, Any]) -> str:
         """Which destination's queue an event goes to (several-destination outputs)."""

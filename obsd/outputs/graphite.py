@@ -256,7 +256,7 @@ class CarbonDestination:
         held, self._held = self._held, None
         if held is not None:
             held[1].errback(ConnectionError("stopping"))
-        return self.service.stopService()  # type: ignore[no-any-return]
+        return self.service.stopService()
 
 
 class GraphiteOutput(Output):
@@ -277,7 +277,7 @@ class GraphiteOutput(Output):
         super().__init__(name, config, context)
         self._nonfinite = context.telemetry.counter(f"obsd.output.{name}.skipped_nonfinite")
 
-    def make_destinations(self) -> list[CarbonDestination]:  # type: ignore[override]
+    def make_destinations(self) -> list[CarbonDestination]:
         return self.destinations
 
     def point(self, event: dict[str, Any]) -> tuple[str, bytes] | None:

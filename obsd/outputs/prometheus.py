@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from obsd import events
@@ -29,6 +28,7 @@ from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.outputs.base import Output, OutputContext, SendResult
 from obsd.outputs.promseries import Series, SeriesBook
+from obsd.twistedtypes import Resource
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})

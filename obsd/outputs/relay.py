@@ -231,4 +231,6 @@ def build_output(
     return RelayOutput(name, config, context, http_client)
 
 
-__all__: Sequence[str] = ["Config", "RelayOutput", "build_output", "check_config"]
+__all__: Sequence[str] = [
+    "ACCEPTS", "DEFAULT_KINDS", "Config", "RelayOutput", "build_output", "check_config",
+]
