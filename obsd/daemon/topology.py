@@ -133,7 +133,7 @@ class _Group(MultiService):
 
     def stopService(self) -> defer.Deferred[Any]:
         # Service's own stop: the children stop below, in order
-        super(MultiService, self).stopService()  # type: ignore[no-untyped-call]
+        super(MultiService, self).stopService()
         results = [defer.maybeDeferred(s.stopService) for s in reversed(list(self))]
         return defer.gatherResults(results, consumeErrors=True)
 
@@ -251,7 +251,7 @@ class ObsdService(MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         # Service's own stop: the children stop below, in order
-        super(MultiService, self).stopService()  # type: ignore[no-untyped-call]
+        super(MultiService, self).stopService()
         self.log.info("stopping: closing inputs, then draining outputs")
         d = defer.maybeDeferred(self.inputs_group.stopService)
         d.addBoth(lambda _: self.outputs_group.stopService())
