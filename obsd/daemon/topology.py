@@ -204,7 +204,8 @@ class ObsdService(MultiService):
         self._lock = lock
 
     def startService(self) -> None:
-        self.reactor.addSystemEventTrigger("before", "shutdown", self._quiet_second_sigterm)
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._note_stopping)
+        self.reactor.callWhenRunning(self._take_sigterm)
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
         super().startService()
@@ -231,15 +232,28 @@ class ObsdService(MultiService):
                 bytes=size,
             )
 
-    def _quiet_second_sigterm(self) -> None:
-        """Once stopping, another SIGTERM says so, instead of a ReactorNotRunning traceback.
+    _stopping = False
 
-        Twisted's handler would call ``reactor.stop()`` again while the outputs drain.
+    def _note_stopping(self) -> None:
+        self._stopping = True
+
+    def _take_sigterm(self) -> None:
+        """obsd's own SIGTERM handler, in place of Twisted's (set up once the reactor runs).
+
+        Twisted's records the signal, and twistd re-raises it after the reactor
+        stops, so even a drained, orderly stop would end in status -15; and a
+        second SIGTERM while outputs drain would call ``reactor.stop()`` again
+        (a ``ReactorNotRunning`` traceback).  This one stops the reactor once,
+        exits 0, and answers a later SIGTERM with "already stopping".
         """
         if threading.current_thread() is not threading.main_thread():
             return
 
-        def again(signum: int, frame: Any) -> None:
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if not self._stopping:
+                self._stopping = True
+                self.reactor.callFromThread(self.reactor.stop)
+                return
             self.reactor.callFromThread(
                 self.log.warning,
                 "already stopping: outputs drain for up to daemon.shutdown_timeout, then "
@@ -247,7 +261,7 @@ class ObsdService(MultiService):
                 shutdown_timeout=self.config.daemon.shutdown_timeout,
             )
 
-        signal.signal(signal.SIGTERM, again)
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     def stopService(self) -> defer.Deferred[None]:
         # Service's own stop: the children stop below, in order
@@ -259,10 +273,6 @@ class ObsdService(MultiService):
         return d
 
     def _stopped(self, result: Any) -> None:
-        # twistd re-raises the signal that stopped it once the reactor is done, so
-        # SIGTERM would end in status -15; a drained, orderly stop exits 0 instead.
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
         self.throttle.stop()
         self.dead_letter.close()
         if self._lock is not None and self._lock.locked:
