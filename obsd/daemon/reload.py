@@ -22,9 +22,9 @@ from typing import Any
 
 from twisted.internet import defer
 
-from obsd import registry
-from obsd.config.loader import load_config, output_accepts, output_default_kinds
+from obsd.config.loader import load_config
 from obsd.config.model import ObsdConfig
+from obsd.daemon.topology import ObsdService, build_output
 from obsd.errors import ConfigError
 from obsd.ops.log import get_logger
 from obsd.twistedtypes import Service
@@ -47,7 +47,9 @@ class Reloader(Service):
 
     name = "reloader"
 
-    def __init__(self, service: Any, load: Callable[[str], ObsdConfig] = load_config) -> None:
+    def __init__(
+        self, service: ObsdService, load: Callable[[str], ObsdConfig] = load_config
+    ) -> None:
         self.service = service
         self.load = load
         self.install_signal = False
@@ -107,10 +109,9 @@ class Reloader(Service):
             if name in kept:
                 outputs[name] = kept[name]
                 continue
-            module = registry.output_module(out_config.type)
-            assert module is not None
+            assert service.output_context is not None  # build_service made it
             try:
-                output = module.build_output(name, out_config, service.output_context)
+                output = build_output(name, out_config, service.output_context)
             except Exception as exc:  # noqa: BLE001 - nothing is switched yet: keep the old
                 self._log.error(
                     "reload refused: cannot build an output; still running on the old config",
@@ -138,16 +139,9 @@ class Reloader(Service):
         for name in built:
             if name not in handover:
                 outputs[name].setServiceParent(service.outputs_group)
-        accepts = {n: output_accepts(c) for n, c in new.outputs.items()}
-        default_kinds = {n: output_default_kinds(c) for n, c in new.outputs.items()}
         routed: dict[str, Any] = {**outputs, **handover}
         # the switch: from here on every event goes by the new tables
-        service.router.configure(routed, new.routes, accepts, default_kinds)
-        service.outputs = outputs
-        service.config = new
-        recorder = getattr(service.throttle, "on_report", None)
-        if recorder is not None and hasattr(recorder, "outputs"):
-            recorder.outputs = frozenset(outputs)
+        service.switch(new, outputs, routed)
         self._log.info(
             "config reloaded",
             config=new.path,
@@ -164,7 +158,7 @@ class Reloader(Service):
             successor = outputs[name]
             successor.setServiceParent(service.outputs_group)  # opens and replays the spool
             routed[name] = successor
-            service.router.configure(routed, new.routes, accepts, default_kinds)
+            service.reroute(new, routed)
             handover[name].release(successor)
 
         for name in handover:

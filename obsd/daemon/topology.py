@@ -22,7 +22,7 @@ from twisted.python.lockfile import FilesystemLock
 
 from obsd import events, registry
 from obsd.config.loader import config_warnings, load_processor, output_accepts, output_default_kinds
-from obsd.config.model import ObsdConfig
+from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.delivery.leftovers import find_orphans
@@ -219,6 +219,23 @@ class ObsdService(MultiService):
             outputs=sorted(self.outputs),
         )
 
+    def switch(self, new: ObsdConfig, outputs: dict[str, Output], routed: dict[str, Any]) -> None:
+        """A reload's switch: route by ``new`` to ``routed`` (outputs, or holders standing in
+        for them), and run ``new`` with ``outputs`` from here on."""
+        self.reroute(new, routed)
+        self.outputs = outputs
+        self.config = new
+        recorder = getattr(self.throttle, "on_report", None)
+        if recorder is not None and hasattr(recorder, "outputs"):
+            recorder.outputs = frozenset(outputs)
+
+    def reroute(self, config: ObsdConfig, routed: dict[str, Any]) -> None:
+        """Route by ``config``'s tables to ``routed``."""
+        accepts = {n: output_accepts(c) for n, c in config.outputs.items()}
+        default_kinds = {n: output_default_kinds(c) for n, c in config.outputs.items()}
+        assert self.router is not None  # build_service made it
+        self.router.configure(routed, config.routes, accepts, default_kinds)
+
     def report_orphan_spools(self) -> None:
         """Spools under data_dir that no configured output reads (removed or renamed):
         named at start and in ``/status`` with their size, never silently left behind."""
@@ -280,6 +297,13 @@ class ObsdService(MultiService):
         self.log.info("stopped", **{k: v for k, v in self.telemetry.snapshot().items() if v})
 
 
+def build_output(name: str, out_config: OutputConfig, context: OutputContext) -> Output:
+    """One output from its config: what start-up and a reload both call."""
+    module = registry.output_module(out_config.type)
+    assert module is not None  # the loader refused unknown types
+    return module.build_output(name, out_config, context)
+
+
 def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> ObsdService:
     """Build the whole daemon for ``config`` on ``reactor`` (nothing listens until started)."""
     service = ObsdService(config, reactor)
@@ -304,9 +328,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     accepts: dict[str, frozenset[str]] = {}
     default_kinds: dict[str, frozenset[str]] = {}
     for name, out_config in config.outputs.items():
-        module = registry.output_module(out_config.type)
-        assert module is not None
-        output = module.build_output(name, out_config, output_context)
+        output = build_output(name, out_config, output_context)
         output.setServiceParent(service.outputs_group)
         service.outputs[name] = output
         accepts[name] = output_accepts(out_config)
