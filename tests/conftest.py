@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 import structlog
+from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+
+
+@pytest.fixture(name="clock")
+def _clock() -> Clock:
+    """A fresh ``Clock`` at 0: unit tests drive time with it, never the reactor's."""
+    return Clock()
 
 
 @pytest.fixture(autouse=True)

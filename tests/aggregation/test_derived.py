@@ -31,11 +31,6 @@ class Metrics:
         return {e["event"]: e["value"] for e in self.events}
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 def make(clock: Clock, **settings: Any) -> tuple[DerivedMetrics, Router, Metrics]:
     router = Router({}, [], {}, {}, Telemetry())
     sink = Metrics()

@@ -20,11 +20,6 @@ from obsd.ops.telemetry import Telemetry
 from tests.helpers import success_result_of
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 def get(service: ObsdService, path: str) -> tuple[int, str]:
     http = StubTreq(service.http_root)
     response = success_result_of(http.get(f"http://obsd{path}"))

@@ -18,11 +18,6 @@ from obsd.testing import CapturingConfig, CapturingOutput, make_output_context
 from tests.helpers import assert_no_result, success_result_of
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 def make(clock: Clock, tmp_path: Path, **settings: object) -> CapturingOutput:
     buffer = settings.pop("buffer", BufferConfig())
     config = CapturingConfig(type="capture", buffer=buffer, **settings)  # type: ignore[arg-type]

@@ -86,11 +86,6 @@ class FlakyHosts:
         return self.inner.request(method, url, **kwargs)
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture(name="responder")
 def _responder() -> Responder:
     return Responder()

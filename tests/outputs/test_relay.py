@@ -65,11 +65,6 @@ class FailingClient:
         return self.stub.post(url, **kw)
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture(name="central")
 def _central() -> Central:
     return Central()

@@ -107,11 +107,6 @@ class FailingHttp:
         return defer.fail(ConnectionRefusedError("refused"))
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture(name="upstream")
 def _upstream() -> RecordingUpstream:
     return RecordingUpstream()

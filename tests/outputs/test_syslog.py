@@ -44,11 +44,6 @@ class FakeEndpoint:
         return defer.succeed(protocol)
 
 
-@pytest.fixture(name="clock")
-def _clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture(name="endpoint")
 def _endpoint() -> FakeEndpoint:
     return FakeEndpoint()
