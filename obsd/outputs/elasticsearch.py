@@ -37,17 +37,17 @@ import attrs
 import treq
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
-from twisted.web.client import HTTPConnectionPool
 
 from obsd import events
 from obsd.codecs import esbulk
 from obsd.config.model import MiB, ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.net.httpclient import make_http_client, retry_after
+from obsd.net.httpclient import retry_after
 from obsd.net.tls import check_tls_files
 from obsd.ops.log import get_logger
-from obsd.outputs.base import Output, OutputContext, SendResult, backoff_delay
+from obsd.outputs.base import OutputContext, SendResult, backoff_delay
 from obsd.outputs.bisect import WholeBatchRefused, send_bisecting
+from obsd.outputs.http import HttpOutput
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.SPAN})
@@ -171,7 +171,7 @@ def _error_text(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace")
 
 
-class ElasticsearchOutput(Output):
+class ElasticsearchOutput(HttpOutput):
     """Bulk-index events into one Elasticsearch (or OpenSearch) cluster."""
 
     type_name = "elasticsearch"
@@ -186,15 +186,7 @@ class ElasticsearchOutput(Output):
         self.es_config = config
         self._nodes = [_Node(url) for url in config.urls]
         self._next = 0
-        self._pool: HTTPConnectionPool | None = None
-        if http_client is None:
-            http_client, self._pool = make_http_client(
-                context.reactor,
-                connect_timeout=config.connect_timeout,
-                max_persistent=max(2, config.max_in_flight),
-                ca_file=config.ca_file,
-            )
-        self._http = http_client
+        self.use_http(context, config, http_client)
         self._headers = self._make_headers(config)
         self._pattern = config.index
         self._data_stream = config.data_stream
@@ -423,10 +415,6 @@ class ElasticsearchOutput(Output):
             self._template_timer.cancel()
         self._template_timer = None
         return super().stopService()
-
-    def after_drain(self) -> None:
-        if self._pool is not None:
-            self._pool.closeCachedConnections()
 
 
 def _describe(exc: BaseException) -> str:

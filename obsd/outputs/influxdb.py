@@ -18,17 +18,16 @@ from urllib.parse import urlencode, urlsplit
 
 import attrs
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
 
 from obsd import events
 from obsd.codecs import influx_line
 from obsd.config.model import MiB, ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.net.httpclient import make_http_client
 from obsd.net.tls import check_tls_files
 from obsd.outputs import writeapi
-from obsd.outputs.base import Output, OutputContext, SendResult
+from obsd.outputs.base import OutputContext, SendResult
 from obsd.outputs.bisect import send_bisecting
+from obsd.outputs.http import HttpOutput
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})
@@ -95,7 +94,7 @@ def _error_text(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace").strip()
 
 
-class InfluxOutput(Output):
+class InfluxOutput(HttpOutput):
     """Metric events as InfluxDB points, written in batches to one server."""
 
     type_name = "influxdb"
@@ -104,15 +103,7 @@ class InfluxOutput(Output):
         self, name: str, config: Config, context: OutputContext, http_client: Any = None
     ) -> None:
         self.influx_config = config
-        self._pool: HTTPConnectionPool | None = None
-        if http_client is None:
-            http_client, self._pool = make_http_client(
-                context.reactor,
-                connect_timeout=config.connect_timeout,
-                max_persistent=max(2, config.max_in_flight),
-                ca_file=config.ca_file,
-            )
-        self._http = http_client
+        self.use_http(context, config, http_client)
         query = {"db": config.database, "precision": config.precision}
         if config.retention_policy:
             query["rp"] = config.retention_policy
@@ -176,9 +167,6 @@ class InfluxOutput(Output):
         )
         return writeapi.judge(code, f"{code} {_error_text(text)}", len(batch), wait)
 
-    def after_drain(self) -> None:
-        if self._pool is not None:
-            self._pool.closeCachedConnections()
 
 
 def build_output(name: str, config: Config, context: OutputContext) -> InfluxOutput:

@@ -23,15 +23,14 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
 
 from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.net.httpclient import make_http_client
 from obsd.net.tls import check_tls_files
-from obsd.outputs.base import Output, OutputContext, PermanentError, SendResult
+from obsd.outputs.base import OutputContext, PermanentError, SendResult
+from obsd.outputs.http import HttpOutput
 
 ACCEPTS = frozenset(events.KINDS)
 DEFAULT_KINDS = frozenset(events.KINDS)
@@ -107,7 +106,7 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
-class RelayOutput(Output):
+class RelayOutput(HttpOutput):
     """POST batches to central; fail over across ``urls``; keep what is not acknowledged."""
 
     type_name = "relay"
@@ -120,17 +119,7 @@ class RelayOutput(Output):
         self.urls = [events_url(u) for u in config.urls]
         self._current = 0
         super().__init__(name, config, context)
-        self._pool: HTTPConnectionPool | None = None
-        if http_client is None:
-            http_client, self._pool = make_http_client(
-                context.reactor,
-                connect_timeout=config.connect_timeout,
-                max_persistent=max(2, config.max_in_flight),
-                ca_file=config.ca_file,
-                cert_file=config.cert_file,
-                key_file=config.key_file,
-            )
-        self.http = http_client
+        self.use_http(context, config, http_client)
         tel = context.telemetry
         self._failovers = tel.counter(f"obsd.output.{name}.failovers")
         self._refused = tel.counter(f"obsd.output.{name}.refused")
@@ -190,7 +179,7 @@ class RelayOutput(Output):
 
     async def _post(self, url: bytes, body: bytes) -> None:
         try:
-            response = await self.http.post(
+            response = await self._http.post(
                 url,
                 data=body,
                 headers=self._headers,
@@ -220,9 +209,6 @@ class RelayOutput(Output):
         )
         raise PermanentError(f"HTTP {code} from {url.decode()}: {detail}")
 
-    def after_drain(self) -> None:
-        if self._pool is not None:
-            self._pool.closeCachedConnections()
 
 
 def build_output(

@@ -20,18 +20,17 @@ from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
 
 import obsd
 from obsd import events
 from obsd.codecs import remote_write as wire
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.net.httpclient import make_http_client
 from obsd.net.tls import check_tls_files
 from obsd.outputs import writeapi
-from obsd.outputs.base import Output, OutputContext, SendResult
+from obsd.outputs.base import OutputContext, SendResult
 from obsd.outputs.bisect import send_bisecting
+from obsd.outputs.http import HttpOutput
 from obsd.outputs.prometheus import MappingConfig
 from obsd.outputs.promseries import SeriesBook
 
@@ -82,7 +81,7 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
         problems.add(f"{path}.{key}", reason)
 
 
-class RemoteWriteOutput(Output):
+class RemoteWriteOutput(HttpOutput):
     """Each metric event's changed samples, queued as encoded series, sent as WriteRequests."""
 
     type_name = "remote_write"
@@ -92,15 +91,7 @@ class RemoteWriteOutput(Output):
     ) -> None:
         self.rw_config = config
         self.book = SeriesBook(config.mappings)
-        self._pool: HTTPConnectionPool | None = None
-        if http_client is None:
-            http_client, self._pool = make_http_client(
-                context.reactor,
-                connect_timeout=config.connect_timeout,
-                max_persistent=max(2, config.max_in_flight),
-                ca_file=config.ca_file,
-            )
-        self._http = http_client
+        self.use_http(context, config, http_client)
         self._headers = dict(wire.HEADERS)
         self._headers[b"User-Agent"] = [f"obsd/{obsd.__version__}".encode()]
         if config.bearer_token:
@@ -157,9 +148,6 @@ class RemoteWriteOutput(Output):
         reason = f"{code} {text[:300].decode('utf-8', 'replace').strip()}"
         return writeapi.judge(code, reason, len(batch), wait)
 
-    def after_drain(self) -> None:
-        if self._pool is not None:
-            self._pool.closeCachedConnections()
 
 
 def build_output(name: str, config: Config, context: OutputContext) -> RemoteWriteOutput:

@@ -57,8 +57,8 @@ from obsd.codecs.sentry import Envelope
 from obsd.config.model import OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
-from obsd.net.httpclient import make_http_client
-from obsd.outputs.base import Output, OutputContext, SendResult
+from obsd.outputs.base import OutputContext, SendResult
+from obsd.outputs.http import HttpOutput
 
 ACCEPTS = frozenset({events.ERROR, events.SENTRY, events.LOG})
 DEFAULT_KINDS = frozenset({events.ERROR, events.SENTRY})
@@ -212,7 +212,7 @@ _Outcome = tuple[str, str, float | None, bytes | None]
 _OK: _Outcome = ("ok", "", None, None)
 
 
-class SentryOutput(Output):
+class SentryOutput(HttpOutput):
     """Forward Sentry reports upstream; make Sentry events of error logs."""
 
     type_name = "sentry"
@@ -226,8 +226,7 @@ class SentryOutput(Output):
         self._default: _Upstream | None = None
         self._by_project: dict[int, _Upstream] = {}
         self._setup_upstreams(config)
-        self._pool: Any = None
-        self._http = http if http is not None else self._make_http(context, config)
+        self.use_http(context, config, http)
         self._limits: dict[str, float] = {}
         self._dedupe: dict[tuple[Any, ...], list[float]] = {}
         super().__init__(name, config, context)
@@ -269,14 +268,6 @@ class SentryOutput(Output):
                 key += "_"
             self._by_project[int(incoming)] = upstream(text, key)
 
-    def _make_http(self, context: OutputContext, config: Config) -> Any:
-        """A keep-alive client with its own pool (never treq's global one)."""
-        client, self._pool = make_http_client(
-            context.reactor,
-            connect_timeout=config.connect_timeout,
-            max_persistent=config.max_in_flight,
-        )
-        return client
 
     def make_destinations(self) -> Sequence[_Upstream]:
         return list(self._upstreams.values())
@@ -617,10 +608,6 @@ class SentryOutput(Output):
         }
         return report
 
-    def after_drain(self) -> Any:
-        if self._pool is not None:
-            return self._pool.closeCachedConnections()
-        return None
 
 
 def build_output(name: str, config: Config, context: OutputContext) -> SentryOutput:

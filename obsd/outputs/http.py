@@ -1,0 +1,44 @@
+"""What every HTTP output shares: its client from the one factory, closed once drained.
+
+Elasticsearch, relay, Sentry, InfluxDB and remote write each took a client
+from ``make_http_client`` with the same arguments and closed its pool after
+the drain; ``HttpOutput`` does both once.  Tests hand in a ``StubTreq``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.client import HTTPConnectionPool
+
+from obsd.config.model import OutputConfig
+from obsd.net.httpclient import make_http_client
+from obsd.outputs.base import Output, OutputContext
+
+
+class HttpOutput(Output):
+    """An ``Output`` that talks HTTP through ``self._http``."""
+
+    _pool: HTTPConnectionPool | None = None
+    _http: Any = None
+
+    def use_http(self, context: OutputContext, config: OutputConfig, http_client: Any) -> None:
+        """Take ``http_client``, or make one with the config's ``connect_timeout``, TLS files
+        (``ca_file``, ``cert_file``, ``key_file`` where it has them) and a keep-alive pool
+        sized to ``max_in_flight``."""
+        if http_client is None:
+            http_client, self._pool = make_http_client(
+                context.reactor,
+                connect_timeout=getattr(config, "connect_timeout"),  # noqa: B009 - every HTTP output has it
+                max_persistent=max(2, config.max_in_flight),
+                ca_file=getattr(config, "ca_file", ""),
+                cert_file=getattr(config, "cert_file", ""),
+                key_file=getattr(config, "key_file", ""),
+            )
+        self._http = http_client
+
+    def after_drain(self) -> Any:
+        """Close the pool's kept-alive connections once the queues are drained."""
+        if self._pool is not None:
+            return self._pool.closeCachedConnections()
+        return None
