@@ -266,6 +266,25 @@ class OutputConfig:
 
 
 @attrs.frozen(kw_only=True)
+class HttpOutputConfig(OutputConfig):
+    """An output that sends over HTTP (``obsd.outputs.http.HttpOutput``): its deadlines.
+
+    Outputs whose answer to a timeout differs (failover to the next node or url)
+    declare the key again with their own ``client_sees``.
+    """
+
+    connect_timeout: float = setting(
+        5.0, check=at_least(0.1), help="seconds to connect",
+        client_sees="a server that does not accept a connection within it fails the request; "
+                    "the batch stays queued and is retried with backoff",
+    )
+    request_timeout: float = setting(
+        30.0, check=at_least(0.1), help="seconds one request may take",
+        client_sees="a request taking longer is cancelled and retried with backoff",
+    )
+
+
+@attrs.frozen(kw_only=True)
 class ObsdConfig:
     """The whole configuration."""
 

@@ -40,7 +40,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from obsd import events
 from obsd.codecs import esbulk
-from obsd.config.model import MiB, ObsdConfig, OutputConfig
+from obsd.config.model import HttpOutputConfig, MiB, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.net.httpclient import retry_after
 from obsd.net.tls import check_tls_files
@@ -57,7 +57,7 @@ NODE_DOWN_SECONDS = 5.0
 
 
 @attrs.frozen(kw_only=True)
-class Config(OutputConfig):
+class Config(HttpOutputConfig):
     """``[outputs.elasticsearch]``."""
 
     urls: list[str] = setting(

@@ -8,10 +8,12 @@ the drain; ``HttpOutput`` does both once.  Tests hand in a ``StubTreq``.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.web.client import HTTPConnectionPool
 
-from obsd.config.model import OutputConfig
+from obsd.config.model import HttpOutputConfig
+from obsd.config.schema import Problems
 from obsd.net.httpclient import make_http_client
 from obsd.outputs.base import Output, OutputContext
 
@@ -22,14 +24,16 @@ class HttpOutput(Output):
     _pool: HTTPConnectionPool | None = None
     _http: Any = None
 
-    def use_http(self, context: OutputContext, config: OutputConfig, http_client: Any) -> None:
+    def use_http(
+        self, context: OutputContext, config: HttpOutputConfig, http_client: Any
+    ) -> None:
         """Take ``http_client``, or make one with the config's ``connect_timeout``, TLS files
         (``ca_file``, ``cert_file``, ``key_file`` where it has them) and a keep-alive pool
         sized to ``max_in_flight``."""
         if http_client is None:
             http_client, self._pool = make_http_client(
                 context.reactor,
-                connect_timeout=getattr(config, "connect_timeout"),  # noqa: B009 - every HTTP output has it
+                connect_timeout=config.connect_timeout,
                 max_persistent=max(2, config.max_in_flight),
                 ca_file=getattr(config, "ca_file", ""),
                 cert_file=getattr(config, "cert_file", ""),
@@ -42,3 +46,10 @@ class HttpOutput(Output):
         if self._pool is not None:
             return self._pool.closeCachedConnections()
         return None
+
+
+def check_url(problems: Problems, key: str, url: str, shape: str = "http(s)://host[:port]") -> None:
+    """Report ``url`` at ``key`` unless it is an http or https url with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.add(key, f"expected {shape}, got {url!r}")

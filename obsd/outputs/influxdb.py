@@ -14,27 +14,27 @@ import gzip
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import attrs
 from twisted.internet import defer
 
 from obsd import events
 from obsd.codecs import influx_line
-from obsd.config.model import MiB, ObsdConfig, OutputConfig
+from obsd.config.model import HttpOutputConfig, MiB, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.net.tls import check_tls_files
 from obsd.outputs import writeapi
 from obsd.outputs.base import OutputContext, SendResult
 from obsd.outputs.bisect import send_bisecting
-from obsd.outputs.http import HttpOutput
+from obsd.outputs.http import HttpOutput, check_url
 
 ACCEPTS = frozenset({events.METRIC})
 DEFAULT_KINDS = frozenset({events.METRIC})
 
 
 @attrs.frozen(kw_only=True)
-class Config(OutputConfig):
+class Config(HttpOutputConfig):
     """``[outputs.influxdb]``."""
 
     url: str = setting("http://127.0.0.1:8086", help="InfluxDB's base url (http or https)")
@@ -56,23 +56,12 @@ class Config(OutputConfig):
     batch_bytes: int = setting(
         4 * MiB, check=at_least(1024), help="line-protocol bytes per write at most"
     )
-    connect_timeout: float = setting(
-        5.0, check=at_least(0.1), help="seconds to connect",
-        client_sees="a server that does not accept a connection within it fails the write; the "
-                    "batch stays queued and is retried with backoff",
-    )
-    request_timeout: float = setting(
-        30.0, check=at_least(0.1), help="seconds one write may take",
-        client_sees="a write taking longer is cancelled and retried with backoff",
-    )
 
 
 def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
     """The url, the database name, auth and TLS files are checked before the daemon starts."""
     path = f"outputs.{name}"
-    parts = urlsplit(cfg.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.add(f"{path}.url", f"expected http(s)://host[:port], got {cfg.url!r}")
+    check_url(problems, f"{path}.url", cfg.url)
     if not cfg.database:
         problems.add(f"{path}.database", "a database (or bucket) name is needed")
     if cfg.token and cfg.username:

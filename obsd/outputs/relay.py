@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
-from obsd.config.model import OutputConfig
+from obsd.config.model import HttpOutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.net.tls import check_tls_files
 from obsd.outputs.base import OutputContext, PermanentError, SendResult
@@ -41,7 +41,7 @@ USER_AGENT = b"obsd-relay/1"
 
 
 @attrs.frozen(kw_only=True)
-class Config(OutputConfig):
+class Config(HttpOutputConfig):
     """``[outputs.relay]``."""
 
     urls: list[str] = setting(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import defer
@@ -24,13 +23,13 @@ from twisted.internet import defer
 import obsd
 from obsd import events
 from obsd.codecs import remote_write as wire
-from obsd.config.model import ObsdConfig, OutputConfig
+from obsd.config.model import HttpOutputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.net.tls import check_tls_files
 from obsd.outputs import writeapi
 from obsd.outputs.base import OutputContext, SendResult
 from obsd.outputs.bisect import send_bisecting
-from obsd.outputs.http import HttpOutput
+from obsd.outputs.http import HttpOutput, check_url
 from obsd.outputs.prometheus import MappingConfig
 from obsd.outputs.promseries import SeriesBook
 
@@ -39,7 +38,7 @@ DEFAULT_KINDS = frozenset({events.METRIC})
 
 
 @attrs.frozen(kw_only=True)
-class Config(OutputConfig):
+class Config(HttpOutputConfig):
     """``[outputs.remote_write]``."""
 
     url: str = setting(
@@ -53,23 +52,12 @@ class Config(OutputConfig):
         factory=list, help="statsd_exporter-style glob mappings, as the prometheus output's"
     )
     batch_size: int = setting(2000, check=at_least(1), help="samples per request at most")
-    connect_timeout: float = setting(
-        5.0, check=at_least(0.1), help="seconds to connect",
-        client_sees="an endpoint that does not accept a connection within it fails the "
-                    "request; the batch stays queued and is retried with backoff",
-    )
-    request_timeout: float = setting(
-        30.0, check=at_least(0.1), help="seconds one request may take",
-        client_sees="a request taking longer is cancelled and retried with backoff",
-    )
 
 
 def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
     """The url, auth and TLS files are checked before the daemon starts."""
     path = f"outputs.{name}"
-    parts = urlsplit(cfg.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.add(f"{path}.url", f"expected http(s)://host[:port]/path, got {cfg.url!r}")
+    check_url(problems, f"{path}.url", cfg.url, "http(s)://host[:port]/path")
     if cfg.bearer_token and cfg.username:
         problems.add(f"{path}.bearer_token", "give either bearer_token or username, not both")
     if cfg.password and not cfg.username:

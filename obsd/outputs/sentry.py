@@ -54,7 +54,7 @@ from obsd.codecs import sentry as ingest_codec
 from obsd.codecs import sentry_body, tracebacks
 from obsd.codecs import sentry_encode as codec
 from obsd.codecs.sentry import Envelope
-from obsd.config.model import OutputConfig
+from obsd.config.model import HttpOutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
 from obsd.outputs.base import OutputContext, SendResult
@@ -100,7 +100,7 @@ def _check_level(value: str) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class Config(OutputConfig):
+class Config(HttpOutputConfig):
     """``[outputs.sentry]``."""
 
     dsn: str = setting(
