@@ -31,9 +31,9 @@ def _cpu() -> float:
 
 
 def _context(reactor: Any, workdir: Path) -> Any:
+    from obsd.delivery.contract import OutputContext
     from obsd.delivery.deadletter import DeadLetterFile
     from obsd.delivery.flowcontrol import FlowControl
-    from obsd.delivery.queue import OutputContext
     from obsd.ops.telemetry import Telemetry
     from obsd.ops.throttle import ThrottledLogger
     from obsd.testing import ListLog

@@ -192,9 +192,9 @@ async def run_output(
     from twisted.internet import reactor
 
     from obsd.config.model import BufferConfig
+    from obsd.delivery.contract import OutputContext
     from obsd.delivery.deadletter import DeadLetterFile
     from obsd.delivery.flowcontrol import FlowControl
-    from obsd.delivery.queue import OutputContext
     from obsd.ops.telemetry import Telemetry
     from obsd.ops.throttle import ThrottledLogger
     from obsd.outputs.elasticsearch import Config, ElasticsearchOutput

@@ -15,17 +15,17 @@ from typing import Any, ClassVar
 from twisted.internet import defer
 
 from obsd.config.model import OutputConfig
-from obsd.delivery.queue import (
+from obsd.delivery.contract import (
     DEGRADED,
     FAILING,
     OK,
-    DeliveryQueue,
     Destination,
     OutputContext,
     PermanentError,
     SendResult,
     backoff_delay,
 )
+from obsd.delivery.queue import DeliveryQueue
 from obsd.twistedtypes import Service
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from obsd.delivery.queue import SendResult
+from obsd.delivery.contract import SendResult
 
 
 class WholeBatchRefused(Exception):  # noqa: N818 - a signal to split, not an error for users

@@ -21,7 +21,7 @@ from typing import Any
 import treq
 from twisted.internet import defer
 
-from obsd.delivery.queue import PermanentError, SendResult
+from obsd.delivery.contract import PermanentError, SendResult
 from obsd.net.httpclient import retry_after
 from obsd.outputs.bisect import WholeBatchRefused
 

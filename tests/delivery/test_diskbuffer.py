@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from obsd.config.model import BufferConfig
-from obsd.delivery.queue import SendResult
+from obsd.delivery.contract import SendResult
 from obsd.testing import CapturingConfig, CapturingOutput, make_output_context
 from tests.helpers import success_result_of
 

@@ -23,9 +23,9 @@ from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 
 from obsd import registry
+from obsd.delivery.contract import OutputContext
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
-from obsd.delivery.queue import OutputContext
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
 from obsd.outputs.elasticsearch import Config, ElasticsearchOutput

@@ -12,8 +12,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from obsd.config.model import BufferConfig
+from obsd.delivery.contract import PermanentError, SendResult, backoff_delay
 from obsd.delivery.leftovers import has_records
-from obsd.delivery.queue import PermanentError, SendResult, backoff_delay
 from obsd.testing import CapturingConfig, CapturingOutput, make_output_context
 from tests.helpers import assert_no_result, success_result_of
 

@@ -17,7 +17,7 @@ from twisted.web.server import Request
 
 from obsd.codecs.relaywire import decode_body
 from obsd.config.loader import parse_config
-from obsd.delivery.queue import PermanentError, SendResult
+from obsd.delivery.contract import PermanentError, SendResult
 from obsd.outputs.relay import RelayOutput, events_url, retry_after_seconds
 from obsd.testing import make_output_context
 from tests.helpers import failure_result_of, success_result_of
