@@ -36,14 +36,11 @@ and body.  One record is one upstream request.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import attrs
 from treq.content import content as read_content
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -51,14 +48,20 @@ from twisted.python.failure import Failure
 import obsd
 from obsd import events
 from obsd.codecs import sentry as ingest_codec
-from obsd.codecs import sentry_body, tracebacks
+from obsd.codecs import sentry_body
 from obsd.codecs import sentry_encode as codec
 from obsd.codecs.sentry import Envelope
-from obsd.config.model import HttpOutputConfig
-from obsd.config.schema import Problems, at_least, setting
 from obsd.errors import ParseError
 from obsd.outputs.base import OutputContext, SendResult
 from obsd.outputs.http import HttpOutput
+from obsd.outputs.repeats import Repeats
+from obsd.outputs.sentry_config import (
+    Config,
+    check_config,
+    decode_record,
+    make_record,
+    split_record,
+)
 
 ACCEPTS = frozenset({events.ERROR, events.SENTRY, events.LOG})
 DEFAULT_KINDS = frozenset({events.ERROR, events.SENTRY})
@@ -71,120 +74,6 @@ CLIENT: Final = f"obsd/{obsd.__version__}"
 #: How much of an upstream's refusal goes into the dead-letter reason.
 MAX_ANSWER_CHARS: Final = 500
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def _check_dsn(value: str) -> str | None:
-    if not value:
-        return None
-    try:
-        codec.parse_dsn(value)
-    except ParseError as exc:
-        return f"not a Sentry DSN: {exc}"
-    return None
-
-
-def _check_projects(value: dict[str, str]) -> str | None:
-    for incoming, dsn in value.items():
-        if not incoming.isdigit():
-            return f"keys are incoming project ids (numbers), not {incoming!r}"
-        problem = _check_dsn(dsn)
-        if problem:
-            return f"project {incoming}: {problem}"
-    return None
-
-
-def _check_level(value: str) -> str | None:
-    if value.lower() not in events.LEVEL_ALIASES:
-        return f"unknown level {value!r} (levels: {', '.join(events.LEVELS)})"
-    return None
-
-
-@attrs.frozen(kw_only=True)
-class Config(HttpOutputConfig):
-    """``[outputs.sentry]``."""
-
-    dsn: str = setting(
-        "",
-        secret=True,
-        check=_check_dsn,
-        help="upstream DSN https://<key>@host/<project>: where reports and log errors go",
-    )
-    projects: dict[str, str] = setting(
-        factory=dict,
-        secret=True,
-        check=_check_projects,
-        help="incoming project id -> upstream DSN; unmapped projects go to dsn",
-    )
-    connect_timeout: float = setting(
-        5.0, check=at_least(0.1), help="seconds to connect to an upstream",
-        client_sees="an upstream that does not accept a connection within it fails the request; "
-                    "the report stays queued and is retried with backoff",
-    )
-    request_timeout: float = setting(
-        30.0, check=at_least(0.1), help="seconds one upstream request may take",
-        client_sees="a request taking longer is cancelled and retried with the queue's backoff",
-    )
-    max_in_flight: int = setting(
-        8, check=at_least(1), help="upstream requests at once (per upstream)"
-    )
-    batch_size: int = setting(1, check=at_least(1), help="records per send; each is one request")
-    batch_timeout: float = setting(
-        0.0, check=at_least(0), help="seconds a record waits before it is sent"
-    )
-    min_level: str = setting(
-        "error", check=_check_level, help="log events below this level are not sent"
-    )
-    tags: list[str] = setting(
-        factory=list, help="log event fields sent as Sentry tags (e.g. appname, source)"
-    )
-    dedupe_window: float = setting(
-        60.0,
-        check=at_least(0),
-        help="seconds in which identical log errors are sent once (0: send all)",
-        client_sees="identical log errors within it reach Sentry once; the next one sent carries "
-                    "extra.obsd_repeats_held_back",
-    )
-    max_held: int = setting(
-        10_000,
-        check=at_least(1),
-        help="records held back for upstream rate limits at most; past it the oldest "
-        "goes to the dead-letter file",
-        client_sees="past it the oldest record held for a rate limit goes to the dead-letter file "
-                    "(dropped.rate_limited)",
-    )
-
-
-def check_config(name: str, cfg: Config, whole: Any, problems: Problems) -> None:
-    """An output with neither ``dsn`` nor ``projects`` has nowhere to send."""
-    if not cfg.dsn and not cfg.projects:
-        problems.add(f"outputs.{name}.dsn", "set dsn (or projects) to the upstream Sentry")
-
-
-# --- records ----------------------------------------------------------------
-
-
-def make_record(header: dict[str, Any], body: bytes) -> bytes:
-    """A queued record: one JSON header line (how to send), then the body to POST."""
-    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
-
-
-def split_record(record: bytes) -> tuple[dict[str, Any], bytes]:
-    line, _, body = record.partition(b"\n")
-    header: dict[str, Any] = json.loads(line)
-    return header, body
-
-
-def decode_record(record: bytes) -> Any:
-    """A record as the dead-letter file shows it: header, and the body as text or base64."""
-    try:
-        header, body = split_record(record)
-    except ValueError:
-        return base64.b64encode(record).decode()
-    try:
-        header["body"] = body.decode("utf-8")
-    except UnicodeDecodeError:
-        header["body_base64"] = base64.b64encode(body).decode()
-    return header
 
 
 def _text(value: Any) -> str:
@@ -228,7 +117,7 @@ class SentryOutput(HttpOutput):
         self._setup_upstreams(config)
         self.use_http(context, config, http)
         self._limits: dict[str, float] = {}
-        self._dedupe: dict[tuple[Any, ...], list[float]] = {}
+        self._repeats = Repeats(config.dedupe_window, context.clock)
         super().__init__(name, config, context)
         tel = context.telemetry
         prefix = f"obsd.output.{name}"
@@ -310,64 +199,13 @@ class SentryOutput(HttpOutput):
         if self._default is None:
             self._skipped_unmapped.inc()
             return
-        repeats = self._dedupe_check(event)
+        repeats = self._repeats.check(event)
         if repeats is None:
             self._deduplicated.inc()
             return
         if repeats:
             event = {**event, REPEATS_KEY: repeats}
         super().accept(event)
-
-    def _dedupe_key(self, event: dict[str, Any]) -> tuple[Any, ...]:
-        exc = event.get("exception", event.get("exc_info"))
-        exc_key: Any = None
-        if exc is not None:
-            values = tracebacks.exception_values(event)
-            if values:
-                exc_key = tuple(
-                    (
-                        v.get("type"),
-                        v.get("value"),
-                        tuple(
-                            (f.get("filename"), f.get("lineno"))
-                            for f in v.get("stacktrace", {}).get("frames", ())
-                        ),
-                    )
-                    for v in values
-                )
-            else:
-                exc_key = str(exc)[:2000]
-        return (
-            event.get("appname"),
-            event.get(events.HOST),
-            event.get(events.LEVEL),
-            str(event.get(events.EVENT)),
-            exc_key,
-        )
-
-    def _dedupe_check(self, event: dict[str, Any]) -> int | None:
-        """None when ``event`` repeats one sent within the window; else how many were held."""
-        window = self.sentry_config.dedupe_window
-        if window <= 0:
-            return 0
-        now = self.context.clock.seconds()
-        key = self._dedupe_key(event)
-        entry = self._dedupe.get(key)
-        if entry is not None and now - entry[0] < window:
-            entry[1] += 1
-            return None
-        repeats = int(entry[1]) if entry is not None else 0
-        self._dedupe.pop(key, None)
-        self._dedupe[key] = [now, 0]
-        if len(self._dedupe) > 10_000:
-            self._prune_dedupe(now, window)
-        return repeats
-
-    def _prune_dedupe(self, now: float, window: float) -> None:
-        for key in [k for k, (start, _) in self._dedupe.items() if now - start >= window]:
-            del self._dedupe[key]
-        while len(self._dedupe) > 10_000:
-            del self._dedupe[next(iter(self._dedupe))]
 
     # -- encoding ----------------------------------------------------------------
 
@@ -612,3 +450,9 @@ class SentryOutput(HttpOutput):
 
 def build_output(name: str, config: Config, context: OutputContext) -> SentryOutput:
     return SentryOutput(name, config, context)
+
+
+__all__ = [
+    "ACCEPTS", "DEFAULT_KINDS", "LISTEN_TYPES", "Config", "SentryOutput", "build_output",
+    "check_config", "decode_record", "make_record", "split_record",
+]
