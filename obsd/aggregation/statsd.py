@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple
 
 from obsd import events
+from obsd.aggregation.folding import FoldPartials
+from obsd.aggregation.naming import Key, SeriesNames, clean_tags
 from obsd.aggregation.settings import HistogramConfig, StatsdSettings
 from obsd.aggregation.timers import (
     exact_timer_stats,
@@ -43,7 +45,7 @@ from obsd.aggregation.timers import (
     percentile_suffix,
     timer_stats,
 )
-from obsd.codecs.graphite import MetricPoint, sanitise_name
+from obsd.codecs.graphite import MetricPoint
 from obsd.codecs.statsd import Sample, parse_statsd_packet_into
 
 
@@ -64,11 +66,7 @@ class StatsdPoint(NamedTuple):
     stat: str
 
 
-#: A canonical series key: (sanitised name, sorted tags).
-Key = tuple[str, tuple[str, ...]]
-
-
-class StatsdAggregator:
+class StatsdAggregator(SeriesNames, FoldPartials):
     """Counters, timers, gauges and sets between two flushes, named as Etsy statsd names them.
 
     Args:
@@ -113,72 +111,6 @@ class StatsdAggregator:
         #: they are in ``count`` but not in the other timer stats.
         self.dropped_timer_samples = 0
         self._build_namespaces()
-
-    # -- naming --------------------------------------------------------------
-
-    def _build_namespaces(self) -> None:
-        s = self.settings
-        if s.legacy_namespace:
-            self._ns_counter = "stats."
-            self._ns_count = "stats_counts."
-            self._ns_timer = "stats.timers."
-            self._ns_gauge = "stats.gauges."
-            self._ns_set = "stats.sets."
-            self._rate_suffix = ""
-            self._count_suffix = ""
-            self._num_stats = f"{s.prefix_stats}.numStats{s.global_suffix_dot}"
-            self._processing = f"stats.{s.prefix_stats}.processing_time{s.global_suffix_dot}"
-        else:
-            root = [s.global_prefix] if s.global_prefix else []
-
-            def ns(prefix: str) -> str:
-                parts = [*root, prefix] if prefix else root
-                return "".join(part + "." for part in parts)
-
-            self._ns_counter = self._ns_count = ns(s.prefix_counter)
-            self._ns_timer = ns(s.prefix_timer)
-            self._ns_gauge = ns(s.prefix_gauge)
-            self._ns_set = ns(s.prefix_set)
-            self._rate_suffix = ".rate"
-            self._count_suffix = ".count"
-            base = ns("") + s.prefix_stats
-            self._num_stats = f"{base}.numStats{s.global_suffix_dot}"
-            self._processing = f"{base}.processing_time{s.global_suffix_dot}"
-        self._lag_key: Key = (f"{s.prefix_stats}.timestamp_lag", ())
-        self._internal_counters = tuple(
-            f"{s.prefix_stats}.{what}"
-            for what in ("bad_lines_seen", "packets_received", "metrics_received")
-        )
-
-    def _canonical(self, name: str, tags: tuple[str, ...]) -> Key:
-        """Sanitise a name as Etsy does; Graphite-style ``;k=v`` in a name become tags."""
-        if ";" in name:
-            name, *extra = name.split(";")
-            tags = (*tags, *(part.replace("=", ":", 1) for part in extra if part))
-        clean_name = sanitise_name(name)
-        if not self._tagged or not tags:
-            return (clean_name, ())
-        return (clean_name, clean_tags(tags))
-
-    def _note_tags(self, key: Key, name: str, tags: tuple[str, ...]) -> None:
-        """Without ``graphite_tags``: keep the tags every sample of the series carried."""
-        if ";" in name:
-            tags = (*tags, *(part.replace("=", ":", 1) for part in name.split(";")[1:] if part))
-        common = self._common.get(key)
-        if common is None:  # the series' first sample
-            common = self._common[key] = clean_tags(tags) if tags else ()
-            if common:
-                self._has_tags.add(key)
-        elif common:
-            kept = tuple(t for t in clean_tags(tags) if t in common) if tags else ()
-            if kept != common:
-                self._common[key] = kept
-                if not kept:
-                    self._has_tags.discard(key)
-
-    def tags_of(self, key: Key) -> tuple[str, ...]:
-        """The tags a series' points carry: its own, or (untagged mode) the common ones."""
-        return key[1] if self._tagged else self._common.get(key, ())
 
     # -- input ---------------------------------------------------------------
 
@@ -361,75 +293,6 @@ class StatsdAggregator:
                 else:
                     self.dropped_set_members += 1
 
-    # -- merged partials (central's fleet-wide aggregation) -----------------------
-
-    def fold_counter(self, name: str, tags: tuple[str, ...], total: float) -> None:
-        """Add a merged counter sum (rates already applied) to the interval."""
-        key = self._fold_key(name, tags)
-        if key in self._counters or self._room():
-            new = self._counters.get(key, 0.0) + total
-            if new - new != 0.0:  # the fleet's sum overflows: refused like a bad line
-                self.bad_lines_seen += 1
-                return
-            self._counters[key] = new
-
-    def fold_gauge(
-        self, name: str, tags: tuple[str, ...], value: float | None, delta: float
-    ) -> None:
-        """Set a gauge to ``value`` (if any) plus ``delta``, or move it by ``delta``."""
-        key = self._fold_key(name, tags)
-        gauges = self._gauges
-        if key not in gauges and not self._room():
-            return
-        new = (gauges.get(key, 0.0) if value is None else value) + delta
-        if new - new != 0.0:
-            self.bad_lines_seen += 1
-            return
-        gauges[key] = new
-        self._gauge_ttl[key] = self.settings.gauges_max_ttl
-
-    def fold_set(self, name: str, tags: tuple[str, ...], members: Iterable[str]) -> None:
-        """Add merged set members to the interval (``max_set_size`` still holds)."""
-        key = self._fold_key(name, tags)
-        held = self._sets.get(key)
-        if held is None:
-            if not self._room():
-                return
-            held = self._sets[key] = set()
-        cap = self.settings.max_set_size
-        for member in members:
-            if len(held) < cap or member in held:
-                held.add(member)
-            else:
-                self.dropped_set_members += 1
-
-    def fold_timer(
-        self,
-        name: str,
-        tags: tuple[str, ...],
-        samples: list[float],
-        count: float,
-        exact: tuple[int, float, float, float, float] | None = None,
-    ) -> None:
-        """Add merged timer samples; ``exact`` (n, sum, sum², min, max) when they are a sample."""
-        key = self._fold_key(name, tags)
-        timer = self._timers.get(key)
-        if timer is None:
-            if not self._room():
-                return
-            timer = self._timers[key] = []
-            self._timer_counts[key] = 0.0
-        timer.extend(samples)
-        self._timer_counts[key] += count
-        if exact is not None:
-            self._timer_exact[key] = exact
-
-    def _fold_key(self, name: str, tags: tuple[str, ...]) -> Key:
-        key = self._canonical(name, tags)
-        if not self._tagged:
-            self._note_tags(key, name, tags)
-        return key
-
     # -- output --------------------------------------------------------------
 
     def flush(self, now: float | None = None) -> list[StatsdPoint]:
@@ -568,20 +431,6 @@ class StatsdAggregator:
             alive = (self._counters, self._timers, self._gauges, self._sets)
             self._common = {k: v for k, v in self._common.items() if any(k in d for d in alive)}
             self._has_tags.intersection_update(self._common)
-
-
-def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    """DogStatsD tags cleaned with the name rule, empty ones dropped, sorted, each once."""
-    clean: set[str] = set()
-    for tag in tags:
-        key, colon, value = tag.partition(":")
-        key = sanitise_name(key)
-        value = sanitise_name(value)
-        if key and value:
-            clean.add(f"{key}:{value}")
-        elif key and not colon:
-            clean.add(key)
-    return tuple(sorted(clean))
 
 
 __all__: Final = [
