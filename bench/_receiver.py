@@ -26,7 +26,8 @@ from twisted.protocols.basic import LineReceiver
 from obsd.config.model import ObsdConfig
 from obsd.daemon.topology import InputContext
 from obsd.delivery.flowcontrol import FlowControl
-from obsd.inputs.statsd import Config, StatsdInput, set_receive_buffer
+from obsd.inputs.statsd import Config, StatsdInput
+from obsd.net.rcvbuf import set_receive_buffer
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
 from obsd.testing import ListLog

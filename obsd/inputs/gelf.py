@@ -30,8 +30,8 @@ from obsd.codecs import gelf as codec
 from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.contracts import InputContext
-from obsd.inputs.statsd import tune_receive_buffer
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.net.rcvbuf import tune_receive_buffer
 from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
 from obsd.twistedtypes import MultiService, Resource

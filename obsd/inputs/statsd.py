@@ -14,9 +14,6 @@ over UDP, as Etsy's repeater backend does, so obsd can sit in front of one.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -33,7 +30,9 @@ from obsd.config.model import ObsdConfig, StreamInputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.contracts import InputContext
 from obsd.inputs.statsd_fleet import FleetMode, make_fleet_mode
+from obsd.inputs.statsd_repeat import Repeater, parse_host_port
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES
+from obsd.net.rcvbuf import tune_receive_buffer
 from obsd.net.slots import fair_factory
 from obsd.ops.log import get_logger
 from obsd.twistedtypes import MultiService
@@ -43,10 +42,6 @@ LISTEN_TYPES = STREAM_TYPES | DATAGRAM_TYPES
 MiB = 1024 * 1024
 #: A TCP line longer than this is a bad line (and the connection's buffer is cut).
 MAX_LINE_BYTES = 64 * 1024
-#: Linux's SO_RCVBUFFORCE (33), which Python's socket module does not name.
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-#: Repeated TCP data is cut into datagrams of at most this many bytes, on line ends.
-REPEAT_DATAGRAM_BYTES = 8192
 #: Points handed to the event chain per reactor turn when a flush is large.
 EMIT_CHUNK = 2000
 
@@ -83,17 +78,6 @@ class Config(StreamInputConfig, StatsdSettings):
         help="merge_partials: a partial for an interval already flushed is merged into the "
         "open interval, or dropped (both counted as late)",
     )
-
-
-def parse_host_port(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` as (host, port); ValueError when it is not."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"expected host:port, got {text!r}")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"port out of range in {text!r}")
-    return host.strip("[]"), port
 
 
 def _partials_leave(whole: ObsdConfig) -> bool:
@@ -149,56 +133,6 @@ def tags_dict(tags: tuple[str, ...]) -> dict[str, str]:
         key, colon, value = tag.partition(":")
         out[key] = value if colon else "true"
     return out
-
-
-# -- receiving ----------------------------------------------------------------------
-
-
-def set_receive_buffer(sock: Any, asked: int, platform: str = sys.platform) -> tuple[int, bool]:
-    """Ask for ``asked`` bytes of receive buffer; return (bytes granted, capped?).
-
-    ``SO_RCVBUFFORCE`` (root) passes ``net.core.rmem_max``; otherwise Linux caps
-    ``SO_RCVBUF`` at it.  Linux reports twice the usable size it granted.
-    """
-    options = [socket.SO_RCVBUF]
-    if platform.startswith("linux"):
-        options.insert(0, SO_RCVBUFFORCE)
-    for option in options:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, asked)
-            break
-        except OSError:
-            continue
-    reported = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    granted = reported // 2 if platform.startswith("linux") else reported
-    return granted, granted < asked
-
-
-def tune_receive_buffer(sock: Any, asked: int, log: Any, input_name: str) -> None:
-    """Ask for ``asked`` bytes (0: leave it); log the grant, with the sysctl when capped.
-
-    Every UDP input does this: most UDP loss at real rates is this buffer
-    overflowing while the process is busy for a moment.
-    """
-    if not asked:
-        return
-    try:
-        granted, capped = set_receive_buffer(sock, asked)
-    except OSError as exc:
-        log.warning("cannot set the UDP receive buffer", input=input_name, error=str(exc))
-        return
-    if capped:
-        log.warning(
-            "UDP receive buffer smaller than asked; raise the kernel cap",
-            input=input_name,
-            asked_bytes=asked,
-            granted_bytes=granted,
-            hint=f"sysctl -w net.core.rmem_max={asked}",
-        )
-    else:
-        log.info(
-            "UDP receive buffer set", input=input_name, asked_bytes=asked, granted_bytes=granted
-        )
 
 
 class StatsdDatagramProtocol(DatagramProtocol):
@@ -265,82 +199,6 @@ class StatsdLineFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> StatsdLineProtocol:
         return StatsdLineProtocol(self.statsd)
-
-
-# -- repeating ----------------------------------------------------------------------
-
-
-class Repeater(DatagramProtocol):
-    """Sends raw StatsD data on to other servers over UDP, never blocking.
-
-    A datagram the kernel will not take now (``EAGAIN``, no route) is counted
-    and dropped, as a UDP sender would lose it anyway.
-    """
-
-    def __init__(
-        self, targets: list[tuple[str, int]], reactor: Any, on_error: Callable[[str], None]
-    ) -> None:
-        self.targets = targets
-        self.reactor = reactor
-        self.on_error = on_error
-        self.addresses: list[tuple[str, int]] = []
-        self.port: Any = None
-        self.sent = 0
-        self.errors = 0
-
-    def start(self) -> defer.Deferred[None]:
-        """Bind an ephemeral UDP port and resolve the targets (without blocking)."""
-        v6 = False
-        resolved: list[defer.Deferred[Any]] = []
-        for host, port in self.targets:
-            try:
-                ip = ipaddress.ip_address(host)
-                v6 = v6 or ip.version == 6
-                resolved.append(defer.succeed((str(ip), port)))
-            except ValueError:
-                d = self.reactor.resolve(host)
-                d.addCallback(lambda addr, port=port: (addr, port))
-                resolved.append(d)
-        self.port = self.reactor.listenUDP(0, self, interface="::" if v6 else "0.0.0.0")
-        d = defer.gatherResults(resolved, consumeErrors=True)
-
-        def done(addresses: list[tuple[str, int]]) -> None:
-            self.addresses = addresses
-            return None
-
-        def failed(failure: Any) -> None:
-            self.on_error(f"cannot resolve a repeat_to host: {failure.getErrorMessage()}")
-
-        return d.addCallbacks(done, failed)
-
-    def stop(self) -> Any:
-        port, self.port = self.port, None
-        return port.stopListening() if port is not None else None
-
-    def repeat(self, data: bytes) -> None:
-        if self.transport is None:
-            return
-        chunks = [data] if len(data) <= REPEAT_DATAGRAM_BYTES else _split_lines(data)
-        for address in self.addresses:
-            for chunk in chunks:
-                try:
-                    self.transport.write(chunk, address)
-                    self.sent += 1
-                except OSError as exc:  # EAGAIN, ENETUNREACH...: a lost datagram
-                    self.errors += 1
-                    self.on_error(f"repeat to {address[0]}:{address[1]} failed: {exc}")
-
-
-def _split_lines(data: bytes, size: int = REPEAT_DATAGRAM_BYTES) -> list[bytes]:
-    """Cut ``data`` into pieces of about ``size`` bytes at line ends."""
-    chunks: list[bytes] = []
-    start = 0
-    while start < len(data):
-        end = data.rfind(b"\n", start, start + size)
-        end = start + size if end <= start else end + 1
-        chunks.append(data[start:end])
-        start = end
-    return chunks
 
 
 # -- the input ----------------------------------------------------------------------

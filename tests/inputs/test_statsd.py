@@ -15,15 +15,14 @@ from obsd.delivery.flowcontrol import FlowControl
 from obsd.errors import ConfigError
 from obsd.inputs.statsd import (
     EMIT_CHUNK,
-    SO_RCVBUFFORCE,
     Config,
     StatsdDatagramProtocol,
     StatsdInput,
     StatsdLineFactory,
-    _split_lines,
-    set_receive_buffer,
     tags_dict,
 )
+from obsd.inputs.statsd_repeat import _split_lines
+from obsd.net.rcvbuf import SO_RCVBUFFORCE, set_receive_buffer
 from obsd.ops.telemetry import Telemetry
 from obsd.ops.throttle import ThrottledLogger
 from obsd.testing import ListLog
