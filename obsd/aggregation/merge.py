@@ -44,8 +44,8 @@ from obsd.aggregation.partials import (
     SeriesPartial,
     SetPartial,
     TimerPartial,
-    parse_partial,
 )
+from obsd.aggregation.partials_wire import parse_partial
 from obsd.aggregation.statsd import StatsdAggregator, StatsdSettings
 
 #: Intervals closed in one call at most (after a long stall the older empty ones are skipped).

@@ -29,7 +29,8 @@ import attrs
 
 from obsd import events
 from obsd.aggregation.merge import PartialMerger, fold_into
-from obsd.aggregation.partials import PartialAggregator, PartialError, partial_event
+from obsd.aggregation.partials import PartialAggregator
+from obsd.aggregation.partials_wire import PartialError, partial_event
 from obsd.aggregation.statsd import StatsdAggregator, StatsdPoint
 from obsd.codecs.graphite import sanitise_name
 

@@ -11,12 +11,8 @@ from hypothesis import strategies as st
 
 from obsd import events
 from obsd.aggregation.merge import PartialMerger, fold_into
-from obsd.aggregation.partials import (
-    PartialAggregator,
-    PartialError,
-    parse_partial,
-    partial_event,
-)
+from obsd.aggregation.partials import PartialAggregator
+from obsd.aggregation.partials_wire import PartialError, parse_partial, partial_event
 from obsd.aggregation.statsd import StatsdAggregator, StatsdSettings
 from obsd.codecs.relaywire import decode_event, encode_event
 
