@@ -4,6 +4,7 @@ from tests.integration.fixtures.carbon import _carbon_cache  # noqa: F401
 from tests.integration.fixtures.chromium import _chromium  # noqa: F401
 from tests.integration.fixtures.es import es_node, es_restartable_node  # noqa: F401
 from tests.integration.fixtures.influxdb import _influxdb  # noqa: F401
+from tests.integration.fixtures.kafka import _kafka  # noqa: F401
 from tests.integration.fixtures.obsd import _obsd_process  # noqa: F401
 from tests.integration.fixtures.prometheus import _prometheus  # noqa: F401
 from tests.integration.fixtures.rsyslog import _rsyslog  # noqa: F401
