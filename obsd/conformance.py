@@ -22,6 +22,7 @@ import obsd.outputs.elasticsearch as elasticsearch_out
 import obsd.outputs.file as file_out
 import obsd.outputs.graphite as graphite_out
 import obsd.outputs.influxdb as influxdb_out
+import obsd.outputs.kafka as kafka_out
 import obsd.outputs.prometheus as prometheus_out
 import obsd.outputs.relay as relay_out
 import obsd.outputs.remote_write as remote_write_out
@@ -34,5 +35,5 @@ _INPUTS: list[InputModule] = [
 ]
 _OUTPUTS: list[OutputModule] = [
     console_out, elasticsearch_out, file_out, graphite_out, influxdb_out, prometheus_out,
-    relay_out, remote_write_out, sentry_out, syslog_out,
+    relay_out, remote_write_out, sentry_out, syslog_out, kafka_out,
 ]

@@ -36,6 +36,7 @@ OUTPUT_MODULES: dict[str, str] = {
     "influxdb": "obsd.outputs.influxdb",
     "prometheus": "obsd.outputs.prometheus",
     "remote_write": "obsd.outputs.remote_write",
+    "kafka": "obsd.outputs.kafka",
 }
 
 
