@@ -34,6 +34,7 @@ from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
+from obsd.net.kafka import KafkaClientConfig, check_client, client_settings
 from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
@@ -47,12 +48,9 @@ DEFAULT_KEYS: Final = {events.METRIC: events.METRIC_NAME, events.STATSD_PARTIAL:
 
 
 @attrs.frozen(kw_only=True)
-class Config(OutputConfig):
+class Config(KafkaClientConfig, OutputConfig):
     """``[outputs.kafka]``."""
 
-    bootstrap_servers: list[str] = setting(
-        factory=lambda: ["127.0.0.1:9092"], help="host:port of brokers to start from"
-    )
     topic: str = setting("obsd-{kind}", help="topic name; {kind} is the event's kind")
     keys: dict[str, str] = setting(
         factory=dict,
@@ -79,36 +77,23 @@ class Config(OutputConfig):
     poll_interval: float = setting(
         0.01, check=at_least(0.001), help="seconds between polls for the broker's acks"
     )
-    security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = setting(
-        "plaintext", help="how to talk to the brokers"
-    )
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = setting(
-        "PLAIN", help="SASL mechanism (sasl_* protocols)"
-    )
-    sasl_username: str = setting("", help="SASL user")
-    sasl_password: str = setting("", secret=True, help="SASL password")
-    ca_file: str = setting("", help="PEM CA bundle that signs the brokers' certificates (ssl)")
     batch_size: int = setting(1000, check=at_least(1), help="messages per send at most")
 
 
 def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) -> None:
     """Brokers named, a topic template that formats, SASL with credentials."""
     path = f"outputs.{name}"
-    if not cfg.bootstrap_servers:
-        problems.add(f"{path}.bootstrap_servers", "name at least one broker")
+    check_client(path, cfg, problems)
     try:
         cfg.topic.format(kind="log")
     except (KeyError, IndexError, ValueError) as exc:
         problems.add(f"{path}.topic", f"only {{kind}} may appear in braces: {exc}")
-    if cfg.security_protocol.startswith("sasl") and not cfg.sasl_username:
-        problems.add(f"{path}.sasl_username", "a SASL protocol needs sasl_username")
 
 
 def producer_settings(config: Config, client_id: str) -> dict[str, Any]:
     """librdkafka's settings for ``config`` (``partitioner`` as Java clients place keys)."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": ",".join(config.bootstrap_servers),
-        "client.id": client_id,
+    conf = client_settings(config, client_id)
+    conf.update({
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": config.compression,
@@ -116,14 +101,7 @@ def producer_settings(config: Config, client_id: str) -> dict[str, Any]:
         "linger.ms": 5,
         "message.max.bytes": config.message_max_bytes,
         "message.timeout.ms": int(config.request_timeout * 1000),
-        "security.protocol": config.security_protocol,
-    }
-    if config.security_protocol.startswith("sasl"):
-        conf["sasl.mechanism"] = config.sasl_mechanism
-        conf["sasl.username"] = config.sasl_username
-        conf["sasl.password"] = config.sasl_password
-    if config.ca_file:
-        conf["ssl.ca.location"] = config.ca_file
+    })
     return conf
 
 
@@ -296,10 +274,7 @@ class KafkaOutput(Output):
     def _real_admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        settings = producer_settings(self.kafka_config, f"obsd-admin-{self.name}")
-        keep = ("bootstrap.servers", "client.id", "security.protocol", "sasl.mechanism",
-                "sasl.username", "sasl.password", "ssl.ca.location")
-        self._admin = AdminClient({k: v for k, v in settings.items() if k in keep})
+        self._admin = AdminClient(client_settings(self.kafka_config, f"obsd-admin-{self.name}"))
         return self._admin
 
 
