@@ -43,7 +43,7 @@ from obsd.config.model import InputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.contracts import InputContext
 from obsd.errors import ParseError
-from obsd.ops.selfmetrics import name_by_host
+from obsd.inputs.relayed import relayed_emitter
 from obsd.twistedtypes import Resource, Service
 
 LISTEN_TYPES: frozenset[str] = frozenset()
@@ -183,6 +183,7 @@ class RelayResource(Resource):
         self.config = config
         self.context = context
         self.ingest = context.make_ingest()
+        self._hand_on = relayed_emitter(self.ingest, name)
         self.seen = SeenIds(config.dedupe_window, config.dedupe_size, context.reactor.seconds)
         self._tokens = [(a.token.encode(), a.name) for a in config.tokens if a.token]
         tel = context.telemetry
@@ -301,15 +302,7 @@ class RelayResource(Resource):
         seen = self.seen
         seen.expire()
         accepted = duplicates = 0
-        ingest = self.ingest
-        emit: dict[Any, Any] = {
-            events.LOG: ingest.log,
-            events.ERROR: ingest.error,
-            events.METRIC: ingest.metric,
-            events.SENTRY: ingest.sentry,
-            events.STATSD_PARTIAL: ingest.statsd_partial,
-            events.SPAN: ingest.span,
-        }
+        hand_on = self._hand_on
         for event in batch:
             event_id = event.get(events.ID)
             if isinstance(event_id, str) and event_id:
@@ -320,14 +313,7 @@ class RelayResource(Resource):
                 event_id = None
                 event.pop(events.ID, None)
                 self._no_id.inc()
-            source = event.get(events.SOURCE)
-            if not isinstance(source, str) or not source:
-                event[events.SOURCE] = self.name
-            kind = event.get(events.KIND)
-            if kind == events.METRIC:
-                name_by_host(event)  # agents' obsd.* numbers must not overwrite each other
-            method = emit.get(kind, ingest.log)
-            method(event)
+            hand_on(event)
             if event_id is not None:
                 seen.add(event_id)
             accepted += 1
