@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import obsd.inputs.gelf as gelf_in
 import obsd.inputs.graphite as graphite_in
+import obsd.inputs.kafka as kafka_in
 import obsd.inputs.otlp as otlp_in
 import obsd.inputs.relay as relay_in
 import obsd.inputs.sentry as sentry_in
@@ -31,7 +32,7 @@ import obsd.outputs.syslog as syslog_out
 from obsd.contracts import InputModule, OutputModule
 
 _INPUTS: list[InputModule] = [
-    gelf_in, graphite_in, otlp_in, relay_in, sentry_in, statsd_in, syslog_in,
+    gelf_in, graphite_in, otlp_in, relay_in, sentry_in, statsd_in, syslog_in, kafka_in,
 ]
 _OUTPUTS: list[OutputModule] = [
     console_out, elasticsearch_out, file_out, graphite_out, influxdb_out, prometheus_out,

@@ -17,6 +17,7 @@ from obsd.contracts import InputModule, OutputModule
 
 INPUT_MODULES: dict[str, str] = {
     "gelf": "obsd.inputs.gelf",
+    "kafka": "obsd.inputs.kafka",
     "graphite": "obsd.inputs.graphite",
     "otlp": "obsd.inputs.otlp",
     "relay": "obsd.inputs.relay",

@@ -165,7 +165,8 @@ def check_config(
         check = getattr(module, "check_config", None)
         if check is not None:
             check(name, cfg, config, problems)
-        if not allowed:  # mounts on [http]
+        # an input without listeners mounts on [http], unless it says otherwise (Kafka)
+        if getattr(module, "MOUNTS_ON_HTTP", not allowed):
             if cfg.type in mounted:
                 problems.add(
                     f"inputs.{name}",

@@ -142,7 +142,10 @@ class TestDefault:
         assert "file (file)" in out
         assert "[0] kind=['log', 'error'] level=warning -> file" in out
 
-    def test_examples_config_checks_clean(self) -> None:
-        """examples/obsd.toml, the complete reference, is a valid config."""
-        example = Path(__file__).parents[2] / "examples" / "obsd.toml"
+    @pytest.mark.parametrize(
+        "example", sorted((Path(__file__).parents[2] / "examples").glob("*.toml")),
+        ids=lambda p: p.name,
+    )
+    def test_examples_config_checks_clean(self, example: Path) -> None:
+        """Every file in examples/ (obsd.toml is the complete reference) is a valid config."""
         load_config(str(example), env={"OBSD_ES_PASSWORD": "x"})

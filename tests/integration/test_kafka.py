@@ -1,13 +1,17 @@
-"""obsd into a real Kafka broker (KRaft, from Maven): every event once, keyed, acknowledged.
+"""obsd through a real Kafka broker (KRaft, from Maven): every event once, keyed, acknowledged.
 
 Syslog lines and StatsD counters go into a real ``twistd obsd`` whose Kafka
-output creates the topics; a confluent-kafka consumer reads them back.  Then
-the broker stops while lines keep arriving and starts again: the lines wait
-in the delivery queue and all arrive, once.
+output creates the topics; a confluent-kafka consumer reads them back.  The
+broker stops while lines keep arriving and starts again: the lines wait in
+the delivery queue and all arrive, once.  Two central processes share a
+topic in one consumer group; one is killed with -9 mid-load and restarted:
+every line arrives.
 """
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import time
 import uuid
@@ -76,10 +80,12 @@ def read_all(broker: KafkaBroker, topics: list[str], want: int, timeout: float =
     return messages
 
 
-def send_lines(port: int, first: int, count: int, tag: str) -> None:
+def send_lines(port: int, first: int, count: int, tag: str, hosts: int = 1) -> None:
+    """RFC 5424 lines from ``hosts`` hosts (web1, web2...): the key spreads them."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"".join(
-            b"<14>1 2026-12-03T10:00:00Z web1 app - - - %s line %d\n" % (tag.encode(), i)
+            b"<14>1 2026-12-03T10:00:00Z web%d app - - - %s line %d\n"
+            % (i % hosts + 1, tag.encode(), i)
             for i in range(first, first + count)
         ))
 
@@ -127,3 +133,81 @@ def test_a_broker_outage_loses_nothing(
     messages = read_all(kafka, [f"{prefix}-log"], want=150, timeout=60)
     texts = sorted(decode_event(m.value())["event"] for m in messages)
     assert texts == sorted(f"{prefix} line {i}" for i in range(150))
+
+
+CENTRAL = """
+[daemon]
+data_dir = "{{data_dir}}"
+metrics_interval = 0
+durability = "sync"
+shutdown_timeout = 10.0
+
+[http]
+listen = []
+
+[inputs.kafka]
+bootstrap_servers = ["{bootstrap}"]
+topics = ["{prefix}-log"]
+group_id = "{prefix}-central"
+session_timeout = 6.0
+
+[outputs.file]
+batch_timeout = 0.05
+[outputs.file.buffer]
+type = "disk"
+"""
+
+AGENT = """
+[daemon]
+data_dir = "{{data_dir}}"
+metrics_interval = 0
+
+[http]
+listen = []
+
+[inputs.syslog]
+listen = ["tcp:0:interface=127.0.0.1"]
+
+[outputs.kafka]
+bootstrap_servers = ["{bootstrap}"]
+topic = "{prefix}-{{kind}}"
+batch_timeout = 0.05
+"""
+
+
+def ids_in(central: ObsdProcess) -> list[str]:
+    path = central.data_dir / "events.jsonl"  # type: ignore[attr-defined]
+    if not path.exists():
+        return []
+    return [json.loads(line)["event"] for line in path.read_text().splitlines() if line]
+
+
+def test_two_centrals_share_the_topic_and_a_kill_9_loses_nothing(
+    obsd_process: Callable[..., ObsdProcess], kafka: KafkaBroker
+) -> None:
+    """Agent -> Kafka -> two central processes in one group; one is killed with -9 mid-load."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    fmt = {"bootstrap": kafka.bootstrap, "prefix": prefix}
+    agent = obsd_process(AGENT.format(**fmt))
+    port = agent.port("syslog")
+    send_lines(port, 0, 1, prefix)  # the agent creates the topic (4 partitions)
+    assert len(read_all(kafka, [f"{prefix}-log"], want=1)) == 1
+    first = obsd_process(CENTRAL.format(**fmt))
+    second = obsd_process(CENTRAL.format(**fmt))
+    for central in (first, second):
+        central.wait_for(
+            lambda c=central: any(e.get("event") == "kafka partitions assigned" and e["partitions"]
+                                  for e in c.log_events()),
+            timeout=30, what="the group to give both centrals partitions",
+        )
+    send_lines(port, 1, 299, prefix, hosts=16)
+    both = lambda: set(ids_in(first)) | set(ids_in(second))  # noqa: E731
+    first.wait_for(lambda: len(both()) == 300, timeout=60, what="300 lines in the centrals")
+    assert ids_in(first) and ids_in(second)  # the group shared the partitions
+    first.stop(signal.SIGKILL)
+    send_lines(port, 300, 300, prefix, hosts=16)
+    # the survivor takes the partitions from the last commit; the killed one, restarted,
+    # replays its disk buffer (what it had committed was on disk there)
+    first.start()
+    second.wait_for(lambda: len(both()) == 600, timeout=90, what="600 lines after kill -9")
+    assert both() == {f"{prefix} line {i}" for i in range(600)}
