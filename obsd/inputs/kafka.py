@@ -12,7 +12,8 @@ the input needs ``[daemon] durability = "sync"`` and disk buffers on every
 output (``check-config`` says so otherwise): a central process killed with -9
 then loses nothing, and the partitions it held are read again from the last
 commit by whichever process gets them (an event may come twice; its ``id``
-lets Elasticsearch keep it once).
+lets Elasticsearch keep it once).  A clean stop commits what reaches the disk
+within ``STOP_WAIT`` seconds before leaving the group.
 
 The consumer never blocks the reactor: a ``LoopingCall`` runs
 ``consume(timeout=0)``; while outputs are congested the assigned partitions
@@ -22,6 +23,7 @@ per partition is a gauge, summed in ``obsd.input.NAME.lag``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -42,6 +44,8 @@ from obsd.twistedtypes import Service
 LISTEN_TYPES: frozenset[str] = frozenset()
 #: no listeners, and nothing on [http] either: it reads from the brokers
 MOUNTS_ON_HTTP = False
+#: seconds a stop waits for the last batches to reach the disk before leaving the group
+STOP_WAIT = 5.0
 
 
 @attrs.frozen(kw_only=True)
@@ -126,7 +130,8 @@ class KafkaInput(Service):
         self._paused = False
         self._log = get_logger(f"obsd.input.{name}")
         #: polled batches handed on whose offsets wait for the disk
-        self._committing = 0
+        self._pending: set[defer.Deferred[None]] = set()
+        self._closed = False
         prefix = f"obsd.input.{name}"
         tel = context.telemetry
         self._received = tel.counter(f"{prefix}.received")
@@ -144,22 +149,42 @@ class KafkaInput(Service):
         )
         self._poll.start(self.config.poll_interval, now=False)
 
-    def stopService(self) -> defer.Deferred[None] | None:
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop polling; commit what reaches the disk within a few seconds; leave the group.
+
+        The outputs drain after the inputs stop, and their disk buffers sync
+        on their own timer, so the last batches' offsets are usually committed
+        here; what is not, the group reads again (at least once).
+        """
         super().stopService()
         if self._poll.running:
             self._poll.stop()
-        # what was handed on but not yet committed is read again by the group: at least once.
-        # close() leaves the group, which may take a moment: a thread does it, not the reactor
+        waited: defer.Deferred[Any] = defer.DeferredList(list(self._pending))
+        waited.addTimeout(STOP_WAIT, self.context.clock)
+        waited.addErrback(lambda _: None)
+        return waited.addCallback(lambda _: self._close())
+
+    def _close(self) -> defer.Deferred[None]:
+        """Commit the stored offsets and leave the group, in a thread (both may wait)."""
+        self._closed = True
+        consumer = self._consumer
+
+        def finish() -> None:
+            # nothing stored since the last commit raises; that is fine
+            with contextlib.suppress(Exception):
+                consumer.commit(asynchronous=False)
+            consumer.close()
+
         reactor = self.context.reactor
         if hasattr(reactor, "getThreadPool"):
             from twisted.internet.threads import deferToThreadPool
 
             closed: defer.Deferred[None] = deferToThreadPool(
-                reactor, reactor.getThreadPool(), self._consumer.close
+                reactor, reactor.getThreadPool(), finish
             )
             return closed.addErrback(lambda f: None)
-        self._consumer.close()
-        return None
+        finish()
+        return defer.succeed(None)
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         """The group gave this process partitions (called inside ``consume``)."""
@@ -216,15 +241,14 @@ class KafkaInput(Service):
         from confluent_kafka import TopicPartition
 
         partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        self._committing += 1
 
         def durable(_: Any) -> None:
-            self._committing -= 1
-            if not self.running:
-                return  # stopped meanwhile: the group reads these again
+            if self._closed:
+                return  # left the group meanwhile: it reads these again
             try:
                 self._consumer.store_offsets(offsets=partitions)
-                self._consumer.commit(asynchronous=True)
+                if self.running:  # at stop, the closing commit takes them
+                    self._consumer.commit(asynchronous=True)
                 self._commits.inc()
             except Exception as exc:  # noqa: BLE001 - a rebalance took the partition: re-read
                 self._commit_errors.inc()
@@ -234,14 +258,22 @@ class KafkaInput(Service):
                 )
 
         def not_durable(failure: Failure) -> None:
-            self._committing -= 1
             self._commit_errors.inc()
             self.context.throttle.error(
                 f"input:{self.name}:durable", "events not on disk; offsets not committed",
                 input=self.name, error=failure.getErrorMessage(),
             )
 
-        self.context.wait_durable().addCallbacks(durable, not_durable)
+        waiting = self.context.wait_durable()
+        waiting.addCallbacks(durable, not_durable)
+        if not waiting.called:
+            self._pending.add(waiting)
+
+            def settled(result: Any) -> Any:
+                self._pending.discard(waiting)
+                return result
+
+            waiting.addBoth(settled)
 
     def _flow(self) -> None:
         """Pause the assigned partitions while outputs are congested; resume after."""

@@ -184,13 +184,27 @@ def test_lag_per_partition_and_in_all() -> None:
     assert service.lag == {}
 
 
-def test_stop_closes_the_consumer_and_skips_later_commits() -> None:
+def test_stop_commits_what_reaches_the_disk_then_leaves_the_group() -> None:
     service, consumer, context = make()
     consumer.waiting = [Message(event(0), offset=0)]
     context.clock.advance(0.01)
-    service.stopService()
+    stopped = service.stopService()
+    assert not consumer.closed  # waiting for the last batch to reach the disk
     context.durable[0].callback(None)
-    assert consumer.closed and consumer.stored == []
+    assert consumer.stored == [[("obsd-log", 0, 1)]]
+    assert consumer.closed and consumer.commits == 1  # the closing, synchronous commit
+    assert stopped.called
+
+
+def test_stop_does_not_wait_for_ever_for_the_disk() -> None:
+    service, consumer, context = make()
+    consumer.waiting = [Message(event(0), offset=0)]
+    context.clock.advance(0.01)
+    stopped = service.stopService()
+    context.clock.advance(kafka.STOP_WAIT)
+    assert consumer.closed and stopped.called
+    context.durable[0].callback(None)  # too late: the group reads it again
+    assert consumer.stored == []
 
 
 @pytest.mark.parametrize(
