@@ -46,7 +46,7 @@ from obsd.net.httpclient import retry_after
 from obsd.net.tls import check_tls_files
 from obsd.ops.log import get_logger
 from obsd.outputs.base import OutputContext, SendResult, backoff_delay
-from obsd.outputs.bisect import WholeBatchRefused, send_bisecting
+from obsd.outputs.bisect import WholeBatchRefused
 from obsd.outputs.http import HttpOutput
 
 ACCEPTS = frozenset(events.KINDS)
@@ -199,7 +199,6 @@ class ElasticsearchOutput(HttpOutput):
         tel = context.telemetry
         self._requests = tel.counter(f"obsd.output.{name}.requests")
         self._failovers = tel.counter(f"obsd.output.{name}.failovers")
-        self._bisects = tel.counter(f"obsd.output.{name}.bisects")
         self._log = get_logger(f"obsd.output.{name}")
 
     @staticmethod
@@ -311,10 +310,7 @@ class ElasticsearchOutput(HttpOutput):
         return self._send_bulk(batch)
 
     def _send_bulk(self, batch: Sequence[bytes]) -> defer.Deferred[SendResult | None]:
-        result: defer.Deferred[SendResult | None] = send_bisecting(
-            batch, self._post, self._bisects.inc
-        )
-        return result
+        return self.send_halving(batch, self._post)
 
     @defer.inlineCallbacks
     def _post(self, batch: Sequence[bytes]) -> Any:

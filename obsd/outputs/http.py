@@ -7,15 +7,19 @@ the drain; ``HttpOutput`` does both once.  Tests hand in a ``StubTreq``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
 from obsd.config.model import HttpOutputConfig
 from obsd.config.schema import Problems
 from obsd.net.httpclient import make_http_client
-from obsd.outputs.base import Output, OutputContext
+from obsd.ops.telemetry import Counter
+from obsd.outputs.base import Output, OutputContext, SendResult
+from obsd.outputs.bisect import send_bisecting
 
 
 class HttpOutput(Output):
@@ -23,6 +27,7 @@ class HttpOutput(Output):
 
     _pool: HTTPConnectionPool | None = None
     _http: Any = None
+    _bisects: Counter | None = None
 
     def use_http(
         self, context: OutputContext, config: HttpOutputConfig, http_client: Any
@@ -40,6 +45,18 @@ class HttpOutput(Output):
                 key_file=getattr(config, "key_file", ""),
             )
         self._http = http_client
+
+    def send_halving(
+        self, batch: Sequence[bytes], post: Callable[[Sequence[bytes]], defer.Deferred[Any]]
+    ) -> defer.Deferred[SendResult | None]:
+        """``post`` the batch; a record the server refuses is found by halving the batch
+        (``outputs/bisect.py``), each halving counted in ``.bisects``."""
+        if self._bisects is None:
+            self._bisects = self.context.telemetry.counter(f"obsd.output.{self.name}.bisects")
+        result: defer.Deferred[SendResult | None] = send_bisecting(
+            batch, post, self._bisects.inc
+        )
+        return result
 
     def after_drain(self) -> Any:
         """Close the pool's kept-alive connections once the queues are drained."""

@@ -26,7 +26,6 @@ from obsd.config.schema import Problems, at_least, setting
 from obsd.net.tls import check_tls_files
 from obsd.outputs import writeapi
 from obsd.outputs.base import OutputContext, SendResult
-from obsd.outputs.bisect import send_bisecting
 from obsd.outputs.http import HttpOutput, check_url
 
 ACCEPTS = frozenset({events.METRIC})
@@ -103,7 +102,6 @@ class InfluxOutput(HttpOutput):
         tel = context.telemetry
         self._nonfinite = tel.counter(f"obsd.output.{name}.skipped_nonfinite")
         self._requests = tel.counter(f"obsd.output.{name}.requests")
-        self._bisects = tel.counter(f"obsd.output.{name}.bisects")
 
     @staticmethod
     def _make_headers(config: Config) -> dict[bytes, list[bytes]]:
@@ -139,10 +137,7 @@ class InfluxOutput(HttpOutput):
     # -- sending ----------------------------------------------------------------
 
     def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
-        result: defer.Deferred[SendResult | None] = send_bisecting(
-            batch, self._post, self._bisects.inc
-        )
-        return result
+        return self.send_halving(batch, self._post)
 
     @defer.inlineCallbacks
     def _post(self, batch: Sequence[bytes]) -> Any:

@@ -28,7 +28,6 @@ from obsd.config.schema import Problems, at_least, setting
 from obsd.net.tls import check_tls_files
 from obsd.outputs import writeapi
 from obsd.outputs.base import OutputContext, SendResult
-from obsd.outputs.bisect import send_bisecting
 from obsd.outputs.http import HttpOutput, check_url
 from obsd.outputs.prometheus import MappingConfig
 from obsd.outputs.promseries import SeriesBook
@@ -90,7 +89,6 @@ class RemoteWriteOutput(HttpOutput):
         super().__init__(name, config, context)
         tel = context.telemetry
         self._requests = tel.counter(f"obsd.output.{name}.requests")
-        self._bisects = tel.counter(f"obsd.output.{name}.bisects")
 
     def accept(self, event: dict[str, Any]) -> None:
         """One event may change several samples (none for a rate): each is queued."""
@@ -120,10 +118,7 @@ class RemoteWriteOutput(HttpOutput):
         return record.hex()
 
     def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
-        result: defer.Deferred[SendResult | None] = send_bisecting(
-            batch, self._post, self._bisects.inc
-        )
-        return result
+        return self.send_halving(batch, self._post)
 
     @defer.inlineCallbacks
     def _post(self, batch: Sequence[bytes]) -> Any:
