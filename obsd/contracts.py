@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocolFactory
     from twisted.internet.protocol import DatagramProtocol
 
+    from obsd.aggregation.ledger import MergeLedger
     from obsd.config.model import InputConfig, ObsdConfig, OutputConfig
     from obsd.config.schema import Problems
     from obsd.delivery.flowcontrol import FlowControl
@@ -55,6 +56,8 @@ class InputContext(Protocol):
     #: ``consume(kind, handler)``: also hand ``handler`` every routed event of that
     #: kind; returns the function that stops it
     consume: Callable[[str, Callable[[Event], None]], Callable[[], None]]
+    #: where central's StatsD merge stands, for inputs that commit what they read
+    merge_ledger: MergeLedger
 
     @property
     def clock(self) -> Any: ...

@@ -21,6 +21,7 @@ from twisted.python.components import Componentized
 from twisted.python.lockfile import FilesystemLock
 
 from obsd import events, registry
+from obsd.aggregation.ledger import MergeLedger
 from obsd.config.loader import config_warnings, load_processor, output_accepts, output_default_kinds
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.delivery.deadletter import DeadLetterFile
@@ -60,10 +61,12 @@ class InputContext:
     make_ingest: Any = None
     #: ``wait_durable()``: fires once what was accepted so far is on disk, where
     #: ``[daemon] durability = "sync"``; at once otherwise (HTTP inputs answer after it)
-    wait_durable: Any = None
+    wait_durable: Any = attrs.field(default=lambda: defer.succeed(None))
     #: ``consume(kind, handler)``: the router hands ``handler`` every event of that
     #: kind too (central's StatsD merge takes ``statsd_partial``); returns a stop function
     consume: Any = None
+    #: where central's StatsD merge stands (shared by the merging input and the Kafka input)
+    merge_ledger: MergeLedger = attrs.Factory(MergeLedger)
 
     @property
     def clock(self) -> Any:
@@ -357,6 +360,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
     def make_ingest(**context: Any) -> IngestLogger:
         return IngestLogger(router, chain, context)
 
+    merge_ledger = MergeLedger()
     for name, in_config in config.inputs.items():
         input_module = registry.input_module(in_config.type)
         assert input_module is not None
@@ -372,6 +376,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
             make_ingest=make_ingest,
             wait_durable=service.wait_durable,
             consume=router.consume,
+            merge_ledger=merge_ledger,
         )
         built = input_module.build_input(name, in_config, context)
         IService(built).setServiceParent(service.inputs_group)

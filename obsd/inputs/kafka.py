@@ -15,6 +15,15 @@ commit by whichever process gets them (an event may come twice; its ``id``
 lets Elasticsearch keep it once).  A clean stop commits what reaches the disk
 within ``STOP_WAIT`` seconds before leaving the group.
 
+StatsD partials (``statsd_partial``) go to central's merging StatsD input,
+tagged with their partition; their offsets wait until the interval they were
+merged into is flushed and its points are on disk (``obsd.aggregation.ledger``,
+``obsd.inputs.kafka_offsets``).  When the group moves a partition away, what
+its partials added to open intervals is taken back and the new owner reads
+them again from the last commit: no point is lost or counted twice.  The
+group uses the cooperative-sticky assignor, so a rebalance moves only the
+partitions that change hands.
+
 The consumer never blocks the reactor: a ``LoopingCall`` runs
 ``consume(timeout=0)``; while outputs are congested the assigned partitions
 are paused (polling goes on, so the group keeps the process).  Consumer lag
@@ -31,11 +40,14 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
+from obsd import events
+from obsd.aggregation.ledger import ORIGIN
 from obsd.codecs.relaywire import decode_event
 from obsd.config.model import InputConfig, ObsdConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.contracts import InputContext
 from obsd.errors import ParseError
+from obsd.inputs.kafka_offsets import CommitGate, Partition
 from obsd.inputs.relayed import relayed_emitter
 from obsd.net.kafka import KafkaClientConfig, check_client, client_settings
 from obsd.ops.log import get_logger
@@ -46,6 +58,8 @@ LISTEN_TYPES: frozenset[str] = frozenset()
 MOUNTS_ON_HTTP = False
 #: seconds a stop waits for the last batches to reach the disk before leaving the group
 STOP_WAIT = 5.0
+#: seconds after a failed commit before the offsets are asked for again
+COMMIT_RETRY = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -53,7 +67,10 @@ class Config(KafkaClientConfig, InputConfig):
     """``[inputs.kafka]``."""
 
     topics: list[str] = setting(
-        factory=lambda: ["obsd-log", "obsd-error", "obsd-metric", "obsd-span", "obsd-sentry"],
+        factory=lambda: [
+            "obsd-log", "obsd-error", "obsd-metric", "obsd-span", "obsd-sentry",
+            "obsd-statsd_partial",
+        ],
         help="topics to read (the Kafka output's obsd-{kind})",
     )
     group_id: str = setting("obsd-central", help="the consumer group every central joins")
@@ -95,9 +112,14 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
         )
 
 
-def consumer_settings(config: Config, client_id: str) -> dict[str, Any]:
+def consumer_settings(
+    config: Config, client_id: str, on_commit: Any = None
+) -> dict[str, Any]:
     conf = client_settings(config, client_id)
+    if on_commit is not None:
+        conf["on_commit"] = on_commit
     conf.update({
+        "partition.assignment.strategy": "cooperative-sticky",
         "group.id": config.group_id,
         "auto.offset.reset": config.auto_offset_reset,
         "enable.auto.commit": False,
@@ -122,8 +144,13 @@ class KafkaInput(Service):
         if consumer is None:
             from confluent_kafka import Consumer
 
-            consumer = Consumer(consumer_settings(config, f"obsd-{context.hostname or name}"))
+            consumer = Consumer(consumer_settings(
+                config, f"obsd-{context.hostname or name}", on_commit=self._committed
+            ))
         self._consumer = consumer
+        self._gate = CommitGate()
+        self._ledger = context.merge_ledger
+        self._retry_commit_at = 0.0
         self._hand_on = relayed_emitter(context.make_ingest(), name)
         self._poll = LoopingCall(self._poll_once)
         self._poll.clock = context.clock
@@ -145,7 +172,8 @@ class KafkaInput(Service):
     def startService(self) -> None:
         super().startService()
         self._consumer.subscribe(
-            list(self.config.topics), on_assign=self._assigned, on_revoke=self._revoked
+            list(self.config.topics), on_assign=self._assigned, on_revoke=self._revoked,
+            on_lost=self._lost,
         )
         self._poll.start(self.config.poll_interval, now=False)
 
@@ -166,13 +194,14 @@ class KafkaInput(Service):
 
     def _close(self) -> defer.Deferred[None]:
         """Commit the stored offsets and leave the group, in a thread (both may wait)."""
+        final = self._ready()
         self._closed = True
         consumer = self._consumer
 
         def finish() -> None:
-            # nothing stored since the last commit raises; that is fine
-            with contextlib.suppress(Exception):
-                consumer.commit(asynchronous=False)
+            if final:
+                with contextlib.suppress(Exception):  # not committed: read again
+                    consumer.commit(offsets=final, asynchronous=False)
             consumer.close()
 
         reactor = self.context.reactor
@@ -188,6 +217,8 @@ class KafkaInput(Service):
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         """The group gave this process partitions (called inside ``consume``)."""
+        for p in partitions:
+            self._gate.assigned((p.topic, p.partition))
         self._log.info(
             "kafka partitions assigned", input=self.name,
             partitions=sorted(f"{p.topic}/{p.partition}" for p in partitions),
@@ -196,20 +227,43 @@ class KafkaInput(Service):
             consumer.pause(partitions)
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
-        """Partitions move to another process: what is not committed is read again there."""
-        self.lag = {k: v for k, v in self.lag.items()
-                    if (k[0], k[1]) not in {(p.topic, p.partition) for p in partitions}}
-        self._log.info(
-            "kafka partitions revoked", input=self.name,
-            partitions=sorted(f"{p.topic}/{p.partition}" for p in partitions),
-        )
+        """Partitions move to another process: commit what is flushed, let the rest go.
+
+        This process lives on, so points already flushed reach the disk: their
+        partials' offsets are committed now (asynchronously; the commit reaches
+        the broker before the rejoin does), and what is not committed is read
+        again by the new owner.
+        """
+        moving = {(p.topic, p.partition) for p in partitions}
+        flushed = {tp: o for tp, o in self._ready(self._ledger.flushed_through, raw=True).items()
+                   if tp in moving}
+        if flushed and not self._closed:
+            with contextlib.suppress(Exception):  # a failed commit means a re-read
+                consumer.commit(offsets=self._offsets(flushed), asynchronous=True)
+        self._let_go(moving, "kafka partitions revoked")
+
+    def _lost(self, consumer: Any, partitions: list[Any]) -> None:
+        """The group took partitions away without asking (session lost): no commit."""
+        self._let_go({(p.topic, p.partition) for p in partitions}, "kafka partitions lost")
+
+    def _let_go(self, moving: set[Partition], message: str) -> None:
+        for tp in moving:
+            self._gate.revoked(tp)
+            self._ledger.forget(self._origin(tp))
+            self.lag.pop(tp, None)
+        self._log.info(message, input=self.name, partitions=sorted(f"{t}/{p}" for t, p in moving))
+
+    @staticmethod
+    def _origin(tp: Partition) -> str:
+        return f"kafka:{tp[0]}/{tp[1]}"
 
     # -- one turn ------------------------------------------------------------------
 
     def _poll_once(self) -> None:
         self._flow()
         messages = self._consumer.consume(num_messages=self.config.max_batch, timeout=0)
-        offsets: dict[tuple[str, int], int] = {}
+        batch: dict[Partition, tuple[int, int]] = {}
+        gate = self._gate
         for message in messages:
             if message.error() is not None:
                 self.context.throttle.warning(
@@ -217,13 +271,16 @@ class KafkaInput(Service):
                     input=self.name, error=str(message.error()),
                 )
                 continue
-            offsets[(message.topic(), message.partition())] = message.offset() + 1
-            self._take(message)
-        if offsets:
-            self._commit_when_durable(offsets)
+            tp = (message.topic(), message.partition())
+            gate.read(tp, message.offset())
+            batch[tp] = (message.offset() + 1, gate.generation(tp))
+            self._take(message, tp)
+        if batch:
+            self._commit_when_durable(batch)
+        self._commit_ready()
         self._note_lag()
 
-    def _take(self, message: Any) -> None:
+    def _take(self, message: Any, tp: Partition) -> None:
         try:
             event = decode_event(message.value() or b"")
         except ParseError as exc:
@@ -235,27 +292,20 @@ class KafkaInput(Service):
             )
             return
         self._received.inc()
-        self._hand_on(event)
+        ledger = self._ledger
+        if event.get(events.KIND) != events.STATSD_PARTIAL or not ledger.merging:
+            self._hand_on(event)
+            return
+        origin = self._origin(tp)
+        event[ORIGIN] = origin
+        ledger.note_origin(origin)
+        self._hand_on(event)  # synchronous: the merge has it now
+        self._gate.hold(tp, message.offset(), ledger.holding_through())
 
-    def _commit_when_durable(self, offsets: dict[tuple[str, int], int]) -> None:
-        from confluent_kafka import TopicPartition
-
-        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-
+    def _commit_when_durable(self, batch: dict[Partition, tuple[int, int]]) -> None:
         def durable(_: Any) -> None:
-            if self._closed:
-                return  # left the group meanwhile: it reads these again
-            try:
-                self._consumer.store_offsets(offsets=partitions)
-                if self.running:  # at stop, the closing commit takes them
-                    self._consumer.commit(asynchronous=True)
-                self._commits.inc()
-            except Exception as exc:  # noqa: BLE001 - a rebalance took the partition: re-read
-                self._commit_errors.inc()
-                self.context.throttle.warning(
-                    f"input:{self.name}:commit", "kafka offsets not committed; they are read again",
-                    input=self.name, error=str(exc),
-                )
+            self._gate.durable(batch)
+            self._commit_ready()
 
         def not_durable(failure: Failure) -> None:
             self._commit_errors.inc()
@@ -274,6 +324,57 @@ class KafkaInput(Service):
                 return result
 
             waiting.addBoth(settled)
+
+    def _ready(self, through: float | None = None, raw: bool = False) -> Any:
+        """What may be committed: as ``TopicPartition`` s (or ``{partition: offset}``)."""
+        ready = self._gate.committable(self._ledger.settled_through if through is None else through)
+        return ready if raw else self._offsets(ready)
+
+    @staticmethod
+    def _offsets(ready: dict[Partition, int]) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(t, p, o) for (t, p), o in ready.items()]
+
+    def _commit_ready(self) -> None:
+        """Commit what became safe (asynchronously; ``_committed`` hears the answer)."""
+        if self._closed or not self.running:
+            return  # at stop, the closing commit takes them
+        if self.context.clock.seconds() < self._retry_commit_at:
+            return
+        ready = self._ready(raw=True)
+        if not ready:
+            return
+        self._gate.asked(ready)
+        try:
+            self._consumer.commit(offsets=self._offsets(ready), asynchronous=True)
+        except Exception as exc:  # noqa: BLE001 - no coordinator now: ask again later
+            for tp, after in ready.items():
+                self._gate.acknowledged(tp, after, ok=False)
+            self._commit_failed(str(exc))
+
+    def _committed(self, error: Any, partitions: list[Any]) -> None:
+        """The broker's answer to a commit (called inside ``consume``)."""
+        if self._closed:
+            return
+        failed = None if error is None else str(error)
+        for p in partitions:
+            ok = failed is None and p.error is None
+            self._gate.acknowledged((p.topic, p.partition), p.offset, ok)
+            if not ok:
+                failed = failed or str(p.error)
+        if failed is None:
+            self._commits.inc()
+        else:
+            self._commit_failed(failed)
+
+    def _commit_failed(self, reason: str) -> None:
+        self._commit_errors.inc()
+        self._retry_commit_at = self.context.clock.seconds() + COMMIT_RETRY
+        self.context.throttle.warning(
+            f"input:{self.name}:commit", "kafka offsets not committed; asking again",
+            input=self.name, error=reason,
+        )
 
     def _flow(self) -> None:
         """Pause the assigned partitions while outputs are congested; resume after."""

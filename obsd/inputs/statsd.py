@@ -342,6 +342,13 @@ class StatsdInput(MultiService):
         else:
             self._emit_all()
 
+    def after_sent(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once everything ``send`` was given so far is emitted."""
+        if not self._pending:
+            fn()
+        else:
+            self._pending.append((lambda _: fn(), [None]))
+
     def _emit_some(self) -> None:
         """One reactor turn's share of the pending points."""
         self._emit_call = None

@@ -20,14 +20,17 @@ host too.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.python.failure import Failure
 
 from obsd import events
+from obsd.aggregation.ledger import ORIGIN
 from obsd.aggregation.merge import PartialMerger, fold_into
 from obsd.aggregation.partials import PartialAggregator
 from obsd.aggregation.partials_wire import PartialError, partial_event
@@ -179,6 +182,7 @@ class PartialsMerge(_Mode):
             AlignedLoop(reactor, self.interval, offset, self.safely(lambda: self.flush(True))),
         ]
         self._stop_consuming: Callable[[], None] | None = None
+        self.ledger = statsd.context.merge_ledger
         tel = statsd.context.telemetry
         prefix = f"obsd.input.{statsd.name}.partials"
         merger = self.merger
@@ -193,7 +197,7 @@ class PartialsMerge(_Mode):
     def received(self, event: dict[str, Any]) -> None:
         """One ``statsd_partial`` event from the router."""
         try:
-            outcome = self.merger.add(event)
+            outcome = self.merger.add(event, event.get(ORIGIN))
         except PartialError as exc:
             self._refused.inc()
             self.statsd.context.throttle.warning(
@@ -220,8 +224,13 @@ class PartialsMerge(_Mode):
         self.merger.add_local(self.local.take(), k, origin="local")
         self.count_local()
 
-    def flush(self, spread: bool = False, everything: bool = False) -> int:
-        """Flush every interval due (all open ones with ``everything``); returns the points."""
+    def flush(self, spread: bool = False, everything: bool = False, settle: bool = True) -> int:
+        """Flush every interval due (all open ones with ``everything``); returns the points.
+
+        Once an interval's points are emitted, the ledger hears it was flushed,
+        and (``settle``) once they are on disk, that it is settled: the Kafka
+        input then commits the partials it held for it.
+        """
         merger = self.merger
         due = merger.open_intervals() if everything else merger.due(self.clock())
         sent = 0
@@ -229,23 +238,42 @@ class PartialsMerge(_Mode):
             fold_into(self.central, merger.close(k))
             points = self.central.flush(now=(k + 1) * self.interval)
             self.statsd.send_points(points, spread)
+            self.statsd.after_sent(functools.partial(self._flushed, k, settle))
             sent += len(points)
         return sent
+
+    def _flushed(self, interval: int, settle: bool) -> None:
+        self.ledger.flushed(interval)
+        if settle:
+            durable = self.statsd.context.wait_durable()
+            durable.addCallbacks(lambda _: self.ledger.settled(interval), self._not_durable)
+
+    def _not_durable(self, failure: Failure) -> None:
+        """The interval stays unsettled: its partials are read again if this process goes."""
+        self.statsd.flush_error("flushed points not on disk", failure.value or Exception())
 
     def start(self) -> None:
         consume = self.statsd.context.consume
         if consume is not None:
             self._stop_consuming = consume(events.STATSD_PARTIAL, self.received)
+        self.ledger.attach(self.merger)
         super().start()
 
     def stop(self) -> None:
-        """Merge the local traffic, then flush every open interval before the outputs drain."""
+        """Merge the local traffic, then flush every open interval before the outputs drain.
+
+        Partials from a Kafka partition are let go instead: their offsets are
+        not committed, so whichever process reads the partition next merges
+        them (flushing them here too would count them twice).
+        """
         self.stop_loops()
         if self._stop_consuming is not None:
             self._stop_consuming()
             self._stop_consuming = None
+        self.ledger.let_go()
         self.take_local(self.interval_now())
-        self.flush(spread=False, everything=True)
+        self.flush(spread=False, everything=True, settle=False)
+        self.ledger.detach(self.merger)
 
 
 def _own_counter(point: StatsdPoint) -> bool:

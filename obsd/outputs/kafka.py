@@ -38,7 +38,9 @@ from obsd.net.kafka import KafkaClientConfig, check_client, client_settings
 from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
-DEFAULT_KINDS = frozenset({events.LOG, events.ERROR, events.METRIC, events.SPAN})
+DEFAULT_KINDS = frozenset(
+    {events.LOG, events.ERROR, events.METRIC, events.SPAN, events.STATSD_PARTIAL}
+)
 
 #: the value's format: the relay wire's JSON line, version 1
 FORMAT_VERSION: Final = b"1"

@@ -1,4 +1,9 @@
-"""The Kafka input against a fake consumer: hand on, commit after the disk, pause, lag."""
+"""The Kafka input against a fake consumer: hand on, commit after the disk, pause, lag.
+
+The fake stands in for confluent-kafka's ``Consumer`` (the real one, against a
+real broker, is in tests/integration/test_kafka*.py): it records commits, and
+a test answers them as the broker would (``ack``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from confluent_kafka import TopicPartition
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from obsd import events
+from obsd.aggregation.ledger import ORIGIN, MergeLedger
+from obsd.aggregation.merge import PartialMerger
+from obsd.aggregation.partials import CounterPartial
+from obsd.aggregation.partials_wire import partial_event
+from obsd.aggregation.statsd import StatsdSettings
 from obsd.codecs.relaywire import encode_event
 from obsd.config.loader import parse_config
 from obsd.delivery.flowcontrol import FlowControl
@@ -43,26 +54,31 @@ class Message:
 class FakeConsumer:
     def __init__(self) -> None:
         self.waiting: list[Message] = []
-        self.stored: list[list[tuple[str, int, int]]] = []
-        self.commits = 0
+        #: each commit asked for: [(topic, partition, next offset)], and whether it was async
+        self.asked: list[list[tuple[str, int, int]]] = []
+        self.sync: list[bool] = []
         self.paused: list[Any] = []
         self.subscribed: list[str] = []
         self.closed = False
         self.parts = [TopicPartition("obsd-log", 0)]
 
-    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any) -> None:
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self.subscribed = topics
-        self.on_assign, self.on_revoke = on_assign, on_revoke
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
+        on_assign(self, self.parts)
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         taken, self.waiting = self.waiting[:num_messages], self.waiting[num_messages:]
         return taken
 
-    def store_offsets(self, offsets: list[Any]) -> None:
-        self.stored.append([(p.topic, p.partition, p.offset) for p in offsets])
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        self.asked.append([(p.topic, p.partition, p.offset) for p in offsets])
+        self.sync.append(not asynchronous)
 
-    def commit(self, asynchronous: bool) -> None:
-        self.commits += 1
+    def ack(self, service: kafka.KafkaInput, error: Any = None) -> None:
+        """The broker answers the last commit (``on_commit``, called inside ``consume``)."""
+        parts = [TopicPartition(t, p, o) for t, p, o in self.asked[-1]]
+        service._committed(error, parts)
 
     def assignment(self) -> list[Any]:
         return self.parts
@@ -101,6 +117,7 @@ class Context:
     ingest: Ingest = attrs.Factory(Ingest)
     hostname: str = "central1"
     durable: list[defer.Deferred[None]] = attrs.Factory(list)
+    merge_ledger: MergeLedger = attrs.Factory(MergeLedger)
 
     @property
     def reactor(self) -> Clock:
@@ -119,9 +136,11 @@ class Context:
         return d
 
 
-def make(**settings: Any) -> tuple[kafka.KafkaInput, FakeConsumer, Context]:
+def make(
+    context: Context | None = None, **settings: Any
+) -> tuple[kafka.KafkaInput, FakeConsumer, Context]:
     config = kafka.Config(type="kafka", **settings)
-    context = Context()
+    context = context or Context()
     consumer = FakeConsumer()
     service = kafka.KafkaInput("kafka", config, context, consumer)  # type: ignore[arg-type]
     service.startService()
@@ -138,9 +157,11 @@ def test_events_are_handed_on_and_committed_only_once_on_disk() -> None:
     context.clock.advance(0.01)
     assert [f["event"] for _k, f in context.ingest.events] == ["line 0", "line 1", "line 2"]
     assert [f["id"] for _k, f in context.ingest.events] == ["e0", "e1", "e2"]  # ids kept
-    assert consumer.stored == [] and consumer.commits == 0  # not yet on disk
+    assert consumer.asked == []  # not yet on disk
     context.durable[0].callback(None)
-    assert consumer.stored == [[("obsd-log", 0, 3)]] and consumer.commits == 1
+    assert consumer.asked == [[("obsd-log", 0, 3)]] and consumer.sync == [False]
+    consumer.ack(_service)
+    assert context.telemetry.counters()["obsd.input.kafka.commits"] == 1
 
 
 def test_a_batch_that_never_reaches_the_disk_is_not_committed() -> None:
@@ -148,7 +169,8 @@ def test_a_batch_that_never_reaches_the_disk_is_not_committed() -> None:
     consumer.waiting = [Message(event(0), offset=0)]
     context.clock.advance(0.01)
     context.durable[0].errback(RuntimeError("disk full"))
-    assert consumer.stored == []
+    context.clock.advance(0.01)
+    assert consumer.asked == []
     assert context.telemetry.counters()["obsd.input.kafka.commit_errors"] == 1
 
 
@@ -159,7 +181,7 @@ def test_a_message_that_is_not_an_event_is_counted_and_skipped_but_committed() -
     context.durable[0].callback(None)
     assert len(context.ingest.events) == 1
     assert context.telemetry.counters()["obsd.input.kafka.bad_messages"] == 1
-    assert consumer.stored == [[("obsd-log", 0, 2)]]
+    assert consumer.asked == [[("obsd-log", 0, 2)]]
 
 
 def test_partitions_pause_while_outputs_are_congested() -> None:
@@ -191,8 +213,8 @@ def test_stop_commits_what_reaches_the_disk_then_leaves_the_group() -> None:
     stopped = service.stopService()
     assert not consumer.closed  # waiting for the last batch to reach the disk
     context.durable[0].callback(None)
-    assert consumer.stored == [[("obsd-log", 0, 1)]]
-    assert consumer.closed and consumer.commits == 1  # the closing, synchronous commit
+    assert consumer.asked == [[("obsd-log", 0, 1)]]
+    assert consumer.closed and consumer.sync == [True]  # the closing, synchronous commit
     assert stopped.called
 
 
@@ -204,7 +226,132 @@ def test_stop_does_not_wait_for_ever_for_the_disk() -> None:
     context.clock.advance(kafka.STOP_WAIT)
     assert consumer.closed and stopped.called
     context.durable[0].callback(None)  # too late: the group reads it again
-    assert consumer.stored == []
+    assert consumer.asked == []
+
+
+INTERVAL = 10.0
+K = 177_000_000
+
+
+class Merging:
+    """Central's StatsD merge as the router would feed it: a real merger on the ledger."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.merger = PartialMerger(
+            StatsdSettings(flush_interval=INTERVAL), grace=2.0, now=K * INTERVAL + 1
+        )
+        context.merge_ledger.attach(self.merger)
+        ingest = context.ingest
+
+        def route(fields: dict[str, Any]) -> None:
+            ingest.events.append((events.STATSD_PARTIAL, fields))
+            self.merger.add(fields, fields.get(ORIGIN))
+
+        ingest.statsd_partial = route  # type: ignore[attr-defined]
+
+    def counted(self, interval: int) -> dict[str, float]:
+        return {key[1]: series.part.total  # type: ignore[attr-defined]
+                for key, series in self.merger.close(interval).items()}
+
+
+def partial(name: str, total: float, interval: int = K) -> bytes:
+    fields = partial_event(("counter", name, ()), CounterPartial(total), interval, INTERVAL)
+    return encode_event({**fields, "kind": events.STATSD_PARTIAL, "id": f"p-{name}", "host": "w"})
+
+
+def test_a_partial_is_committed_only_once_its_interval_is_flushed_to_disk() -> None:
+    """Logs after a held partial wait too: Kafka reads from the first offset not safe."""
+    merging = Merging(Context())
+    _service, consumer, context = make(merging.context)
+    consumer.waiting = [Message(partial("req", 3.0), offset=0), Message(event(1), offset=1)]
+    context.clock.advance(0.01)
+    assert context.ingest.events[0][1][ORIGIN] == "kafka:obsd-log/0"
+    context.durable[0].callback(None)
+    context.clock.advance(0.01)
+    assert consumer.asked == []  # offset 0 is in an open interval: nothing is safe
+    context.merge_ledger.flushed(K)
+    context.clock.advance(0.01)
+    assert consumer.asked == []  # flushed is not on disk
+    context.merge_ledger.settled(K)
+    context.clock.advance(0.01)
+    assert consumer.asked == [[("obsd-log", 0, 2)]]
+    assert merging.counted(K) == {"req": 3.0}
+
+
+def test_a_revoked_partition_takes_back_its_open_partials() -> None:
+    """Its partials are read again by the next owner: here they would count twice."""
+    merging = Merging(Context())
+    _service, consumer, context = make(merging.context)
+    consumer.waiting = [Message(partial("req", 3.0), offset=0)]
+    context.clock.advance(0.01)
+    context.durable[0].callback(None)
+    consumer.on_revoke(consumer, consumer.parts)
+    assert consumer.asked == []  # nothing flushed: nothing committed
+    assert merging.counted(K) == {}
+    assert context.telemetry.counters().get("obsd.input.kafka.commits", 0) == 0
+
+
+def test_a_revoke_commits_what_is_flushed_though_not_yet_on_disk() -> None:
+    """This process lives on, so its flushed points reach the disk; the owner starts after."""
+    _service, consumer, context = make(Merging(Context()).context)
+    consumer.waiting = [Message(partial("req", 3.0), offset=0)]
+    context.clock.advance(0.01)
+    context.durable[0].callback(None)
+    context.merge_ledger.flushed(K)
+    consumer.on_revoke(consumer, consumer.parts)
+    assert consumer.asked == [[("obsd-log", 0, 1)]] and consumer.sync == [False]
+
+
+def test_a_lost_partition_commits_nothing_and_forgets() -> None:
+    merging = Merging(Context())
+    _service, consumer, context = make(merging.context)
+    consumer.waiting = [Message(partial("req", 3.0), offset=0)]
+    context.clock.advance(0.01)
+    context.durable[0].callback(None)
+    context.merge_ledger.flushed(K)
+    consumer.on_lost(consumer, consumer.parts)
+    assert consumer.asked == [] and merging.counted(K) == {}
+
+
+def test_a_batch_durable_after_its_partition_came_back_is_ignored() -> None:
+    """A mark from an earlier assignment must not carry the offset past forgotten partials."""
+    _service, consumer, context = make(Merging(Context()).context)
+    consumer.waiting = [Message(event(0), offset=0)]
+    context.clock.advance(0.01)
+    consumer.on_revoke(consumer, consumer.parts)
+    consumer.on_assign(consumer, consumer.parts)
+    context.durable[0].callback(None)
+    context.clock.advance(0.01)
+    assert consumer.asked == []
+
+
+def test_a_failed_commit_is_asked_for_again_after_a_pause() -> None:
+    service, consumer, context = make()
+    consumer.waiting = [Message(event(0), offset=0)]
+    context.clock.advance(0.01)
+    context.durable[0].callback(None)
+    consumer.ack(service, error="coordinator not available")
+    context.clock.advance(0.01)
+    assert len(consumer.asked) == 1  # not at once: after COMMIT_RETRY
+    context.clock.advance(kafka.COMMIT_RETRY)
+    assert consumer.asked == [[("obsd-log", 0, 1)]] * 2
+    consumer.ack(service)
+    context.clock.advance(kafka.COMMIT_RETRY)
+    assert len(consumer.asked) == 2
+    counters = context.telemetry.counters()
+    assert counters["obsd.input.kafka.commit_errors"] == 1
+    assert counters["obsd.input.kafka.commits"] == 1
+
+
+def test_partials_pass_untouched_where_nothing_merges() -> None:
+    """A tier without a merging StatsD input routes partials on like any event."""
+    _service, consumer, context = make()
+    consumer.waiting = [Message(partial("req", 3.0), offset=0)]
+    context.clock.advance(0.01)
+    assert ORIGIN not in context.ingest.events[0][1]
+    context.durable[0].callback(None)
+    assert consumer.asked == [[("obsd-log", 0, 1)]]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from obsd.aggregation.ledger import ORIGIN
 from obsd.config.loader import parse_config
 from obsd.config.model import DaemonConfig, ObsdConfig
 from obsd.daemon.topology import InputContext
@@ -171,6 +172,33 @@ class TestCentral:
         assert [m["value"] for m in ingest.metrics if m["event"] == "stats_counts.req"] == [3]
         assert consumers.handlers == {}
         assert reactor.getDelayedCalls() == []
+
+    def test_the_ledger_hears_each_interval_flushed_then_on_disk(self) -> None:
+        """The Kafka input commits a partial's offset only once its interval is on disk."""
+        statsd, _ingest, reactor, consumers = make(
+            "central", merge_partials=True, late_partials_grace=2.0
+        )
+        ledger = statsd.context.merge_ledger
+        assert ledger.merging
+        for partial in self._agent_partials("a", b"req:3|c"):
+            consumers.handlers["statsd_partial"](partial)
+        assert ledger.holding_through() == K
+        reactor.advance(11)  # START + 12: interval K closes; the default wait_durable fires at once
+        assert ledger.flushed_through == ledger.settled_through == K
+        statsd.stopService()
+        assert not ledger.merging
+
+    def test_stop_lets_partials_from_kafka_go(self) -> None:
+        """They are not committed, so the partition's next reader merges them: not flushed here."""
+        statsd, ingest, _reactor, consumers = make("central", merge_partials=True)
+        ledger = statsd.context.merge_ledger
+        kafka, http = self._agent_partials("a", b"req:3|c"), self._agent_partials("b", b"req:4|c")
+        ledger.note_origin("kafka:obsd-statsd_partial/0")
+        consumers.handlers["statsd_partial"]({**kafka[0], ORIGIN: "kafka:obsd-statsd_partial/0"})
+        consumers.handlers["statsd_partial"](http[0])
+        statsd.stopService()
+        assert [m["value"] for m in ingest.metrics if m["event"] == "stats_counts.req"] == [4]
+        assert ledger.settled_through < K  # the stop's flush settles nothing
 
 
 def test_host_prefix() -> None:

@@ -9,3 +9,4 @@ from tests.integration.fixtures.obsd import _obsd_process  # noqa: F401
 from tests.integration.fixtures.prometheus import _prometheus  # noqa: F401
 from tests.integration.fixtures.rsyslog import _rsyslog  # noqa: F401
 from tests.integration.fixtures.rsyslog_receiver import _rsyslog_receiver  # noqa: F401
+from tests.integration.fleet_helpers import _etsy  # noqa: F401
