@@ -25,7 +25,9 @@ group uses the cooperative-sticky assignor, so a rebalance moves only the
 partitions that change hands.
 
 The consumer never blocks the reactor: a ``LoopingCall`` runs
-``consume(timeout=0)``; while outputs are congested the assigned partitions
+``consume(timeout=0)`` (and, while a poll comes back full, the next reactor
+turn polls again, ``max_batch`` messages a turn, so a backlog drains at the
+speed of a core); while outputs are congested the assigned partitions
 are paused (polling goes on, so the group keeps the process).  Consumer lag
 per partition is a gauge, summed in ``obsd.input.NAME.lag``.
 """
@@ -154,6 +156,8 @@ class KafkaInput(Service):
         self._hand_on = relayed_emitter(context.make_ingest(), name)
         self._poll = LoopingCall(self._poll_once)
         self._poll.clock = context.clock
+        #: the extra poll at the next turn while a backlog drains
+        self._more: Any = None
         self._paused = False
         self._log = get_logger(f"obsd.input.{name}")
         #: polled batches handed on whose offsets wait for the disk
@@ -187,6 +191,8 @@ class KafkaInput(Service):
         super().stopService()
         if self._poll.running:
             self._poll.stop()
+        if self._more is not None and self._more.active():
+            self._more.cancel()
         waited: defer.Deferred[Any] = defer.DeferredList(list(self._pending))
         waited.addTimeout(STOP_WAIT, self.context.clock)
         waited.addErrback(lambda _: None)
@@ -279,6 +285,13 @@ class KafkaInput(Service):
             self._commit_when_durable(batch)
         self._commit_ready()
         self._note_lag()
+        if len(messages) >= self.config.max_batch and not self._paused and self._more is None:
+            self._more = self.context.clock.callLater(0, self._poll_again)
+
+    def _poll_again(self) -> None:
+        self._more = None
+        if self.running:
+            self._poll_once()
 
     def _take(self, message: Any, tp: Partition) -> None:
         try:

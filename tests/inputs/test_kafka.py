@@ -184,6 +184,16 @@ def test_a_message_that_is_not_an_event_is_counted_and_skipped_but_committed() -
     assert consumer.asked == [[("obsd-log", 0, 2)]]
 
 
+def test_a_full_poll_polls_again_at_the_next_turn() -> None:
+    """A backlog drains max_batch messages a turn, not max_batch per poll_interval."""
+    _service, consumer, context = make(max_batch=2)
+    consumer.waiting = [Message(event(i), offset=i) for i in range(5)]
+    context.clock.advance(0.01)  # one tick: the full polls chain through zero-delay calls
+    assert len(context.ingest.events) == 5
+    (tick,) = context.clock.getDelayedCalls()  # the last poll was not full: back to the ticks
+    assert tick.getTime() == pytest.approx(0.02)
+
+
 def test_partitions_pause_while_outputs_are_congested() -> None:
     _service, consumer, context = make()
     context.flow_control.report("out", True)
