@@ -11,8 +11,9 @@ The merging StatsD input attaches its ``PartialMerger`` here and reports each
 interval it flushes (``flushed``) and each whose points reached the disk
 (``settled``).  The Kafka input tags each partial with its origin (the
 partition), asks ``holding_through()`` right after handing it on (the
-hand-on is synchronous: the partial is in an interval no newer than that),
-and commits past it once ``settled_through`` has reached that interval.
+hand-on is synchronous: the merge has just said which interval it merged the
+partial into), and commits past it once ``settled_through`` has reached that
+interval.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class MergeLedger:
         self.settled_through: float = -math.inf
         #: origins whose partials are read again elsewhere if this process lets them go
         self.rereadable: set[Hashable] = set()
+        #: the interval the merge put the last partial into (-inf: nowhere); taken once
+        self._last: float | None = None
 
     @property
     def merging(self) -> bool:
@@ -53,12 +56,21 @@ class MergeLedger:
         if self._merger is merger:
             self._merger = None
 
-    def holding_through(self) -> float:
-        """The newest interval a partial handed on just now may sit in.
+    def merged_into(self, interval: float) -> None:
+        """The merge took a partial into ``interval`` (``-inf``: refused or dropped)."""
+        self._last = interval
 
+    def holding_through(self) -> float:
+        """The interval the partial handed on just now sits in.
+
+        What the merge said (``merged_into``) when it saw it; otherwise (it
+        did not reach the merge) the newest open interval, which is safe.
         ``inf`` when nothing merges here: then a partial is not held at all
         (it went to the outputs like any event); callers check ``merging``.
         """
+        last, self._last = self._last, None
+        if last is not None:
+            return last
         merger = self._merger
         if merger is None:
             return math.inf

@@ -115,6 +115,8 @@ class PartialMerger:
         self.late_dropped = 0
         self.misaligned = 0
         self.forgotten = 0
+        #: the interval the last ``add`` merged into (None: it dropped the partial)
+        self.last_target: int | None = None
 
     def interval_of(self, when: float) -> int:
         """The interval holding the instant ``when``."""
@@ -139,6 +141,7 @@ class PartialMerger:
         if start + length > (target + 1) * self.length + _EPSILON * self.length:
             self.misaligned += 1
         outcome = "merged"
+        self.last_target = None
         if target <= self.closed_through:
             if self.late == "drop":
                 self.late_dropped += 1
@@ -149,6 +152,7 @@ class PartialMerger:
         else:
             self.merged += 1
         self._merge(self._open.setdefault(target, {}).setdefault(origin, {}), key, part)
+        self.last_target = target
         return outcome
 
     def add_local(

@@ -199,6 +199,7 @@ class PartialsMerge(_Mode):
         try:
             outcome = self.merger.add(event, event.get(ORIGIN))
         except PartialError as exc:
+            self.ledger.merged_into(-math.inf)  # nothing held: its offset may be committed
             self._refused.inc()
             self.statsd.context.throttle.warning(
                 f"{self.statsd.name}:partial",
@@ -208,6 +209,8 @@ class PartialsMerge(_Mode):
                 reason=str(exc),
             )
             return
+        target = self.merger.last_target
+        self.ledger.merged_into(-math.inf if target is None else target)
         if outcome != "merged":
             self.statsd.context.throttle.warning(
                 f"{self.statsd.name}:late",

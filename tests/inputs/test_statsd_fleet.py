@@ -188,6 +188,20 @@ class TestCentral:
         statsd.stopService()
         assert not ledger.merging
 
+    def test_the_ledger_holds_a_partial_for_the_interval_it_went_into(self) -> None:
+        """Not the newest open one: a late partial's offset is committed when its interval is."""
+        statsd, _ingest, reactor, consumers = make(
+            "central", merge_partials=True, late_partials_grace=2.0
+        )
+        ledger = statsd.context.merge_ledger
+        late = self._agent_partials("a", b"req:3|c")  # interval K
+        reactor.advance(12 + 10)  # K and K + 1 closed; K + 2 open
+        consumers.handlers["statsd_partial"]({**late[0], "interval": K + 3})
+        consumers.handlers["statsd_partial"](late[0])  # late: into the oldest open, K + 2
+        assert ledger.holding_through() == K + 2
+        consumers.handlers["statsd_partial"]({"metric": "x", "partial": {"v": 9}})
+        assert ledger.holding_through() == float("-inf")  # refused: nothing held
+
     def test_stop_lets_partials_from_kafka_go(self) -> None:
         """They are not committed, so the partition's next reader merges them: not flushed here."""
         statsd, ingest, _reactor, consumers = make("central", merge_partials=True)

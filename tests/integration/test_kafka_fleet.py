@@ -14,9 +14,9 @@ the OpenSearch node, with disk buffers and ``durability = "sync"``.
   OpenSearch.
 
 Before the broker stops, the test waits until the centrals have flushed the
-load so far (and a moment for their commits): a partial flushed while its
-commit cannot reach the broker is read again after the outage and counted
-twice, as docs/explanation/scaling-out.rst says.
+load so far and committed every partial: a partial flushed while its commit
+cannot reach the broker is read again after the outage and counted twice, as
+docs/explanation/scaling-out.rst says.
 """
 
 from __future__ import annotations
@@ -178,6 +178,29 @@ def total(carbon: CarbonCache, name: str) -> float:
     return sum(v for _, v in carbon.values(name))
 
 
+def committed_all(kafka: KafkaBroker, group: str, topic: str) -> bool:
+    """Whether ``group`` has committed every message of ``topic`` (all 4 partitions)."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    parts = [TopicPartition(topic, p) for p in range(4)]
+    answer = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])
+    committed = {p.partition: p.offset for p in answer[group].result(30).topic_partitions}
+    reader = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"{group}-ends"})
+    try:
+        ends = {p.partition: reader.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+    finally:
+        reader.close()
+    return all(committed.get(p, -1) >= end for p, end in ends.items() if end > 0)
+
+
+def wait_total(carbon: CarbonCache, name: str, want: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and total(carbon, name) != want:
+        time.sleep(0.1)
+    assert total(carbon, name) == want, f"{what}: {name} in carbon: {carbon.values(name)}"
+
+
 def test_three_agents_two_centrals_through_kafka(
     obsd_process: Callable[..., ObsdProcess],
     kafka: KafkaBroker,
@@ -214,9 +237,11 @@ def test_three_agents_two_centrals_through_kafka(
     time.sleep(2.0)
     centrals[0].stop(signal.SIGKILL)
     load.join()
-    centrals[1].wait_for(lambda: total(carbon_cache, counter) == load.counted, timeout=60,
-                         what=f"{counter} totalling {load.counted} after kill -9")
-    time.sleep(1.0)  # the survivor's commits reach the broker
+    wait_total(carbon_cache, counter, load.counted, 60, "after kill -9")
+    centrals[1].wait_for(
+        lambda: committed_all(kafka, f"{run}-central", f"{run}-statsd_partial"), timeout=30,
+        what="the survivor to commit every partial",
+    )
 
     # the broker goes for longer than the session timeout; the agents go on receiving
     kafka.stop()
@@ -236,8 +261,7 @@ def test_three_agents_two_centrals_through_kafka(
         except Exception:  # noqa: BLE001 - the index may not exist yet
             return 0
 
-    centrals[1].wait_for(lambda: total(carbon_cache, counter) == load.counted, timeout=90,
-                         what=f"{counter} totalling {load.counted} after the outage")
+    wait_total(carbon_cache, counter, load.counted, 90, "after the outage")
     centrals[1].wait_for(lambda: logs_in_es() >= len(load.lines), timeout=60,
                          what="every syslog line in OpenSearch")
     client.refresh(pattern)
