@@ -51,7 +51,7 @@ from obsd.contracts import InputContext
 from obsd.errors import ParseError
 from obsd.inputs.kafka_offsets import CommitGate, Partition
 from obsd.inputs.relayed import relayed_emitter
-from obsd.net.kafka import KafkaClientConfig, check_client, client_settings
+from obsd.net.kafka import ClientLog, KafkaClientConfig, check_client, client_settings
 from obsd.ops.log import get_logger
 from obsd.twistedtypes import Service
 
@@ -115,9 +115,9 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
 
 
 def consumer_settings(
-    config: Config, client_id: str, on_commit: Any = None
+    config: Config, client_id: str, on_commit: Any = None, log: ClientLog | None = None
 ) -> dict[str, Any]:
-    conf = client_settings(config, client_id)
+    conf = client_settings(config, client_id, log)
     if on_commit is not None:
         conf["on_commit"] = on_commit
     conf.update({
@@ -147,7 +147,8 @@ class KafkaInput(Service):
             from confluent_kafka import Consumer
 
             consumer = Consumer(consumer_settings(
-                config, f"obsd-{context.hostname or name}", on_commit=self._committed
+                config, f"obsd-{context.hostname or name}", on_commit=self._committed,
+                log=ClientLog(context.throttle, f"input:{name}"),
             ))
         self._consumer = consumer
         self._gate = CommitGate()

@@ -31,13 +31,40 @@ class KafkaClientConfig:
     ca_file: str = setting("", help="PEM CA bundle that signs the brokers' certificates (ssl)")
 
 
-def client_settings(config: KafkaClientConfig, client_id: str) -> dict[str, Any]:
+class ClientLog:
+    """librdkafka's own log lines into obsd's log, throttled per kind.
+
+    Left alone, librdkafka writes every failed connection attempt to stderr,
+    many a second while a broker is down.  Given as the client's ``logger``,
+    its lines are handed over inside ``poll``/``consume`` (on the reactor
+    thread) and logged once per ``fac`` (FAIL, REQTMOUT...) per throttle
+    window, with a count of the rest.
+    """
+
+    def __init__(self, throttle: Any, owner: str) -> None:
+        self._throttle = throttle
+        self._owner = owner
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        facility, client, text = (*(str(a) for a in args), "", "", "")[:3]
+        if not args:
+            text = message
+        log = self._throttle.error if level >= 40 else self._throttle.warning
+        log(f"kafka:{self._owner}:{facility}", "kafka client", owner=self._owner,
+            facility=facility, client=client, detail=text)
+
+
+def client_settings(
+    config: KafkaClientConfig, client_id: str, log: ClientLog | None = None
+) -> dict[str, Any]:
     """librdkafka's connection settings for ``config``."""
     conf: dict[str, Any] = {
         "bootstrap.servers": ",".join(config.bootstrap_servers),
         "client.id": client_id,
         "security.protocol": config.security_protocol,
     }
+    if log is not None:
+        conf["logger"] = log
     if config.security_protocol.startswith("sasl"):
         conf["sasl.mechanism"] = config.sasl_mechanism
         conf["sasl.username"] = config.sasl_username

@@ -34,7 +34,7 @@ from obsd import events
 from obsd.codecs.relaywire import decode_event, encode_event
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
-from obsd.net.kafka import KafkaClientConfig, check_client, client_settings
+from obsd.net.kafka import ClientLog, KafkaClientConfig, check_client, client_settings
 from obsd.outputs.base import Output, OutputContext, SendResult
 
 ACCEPTS = frozenset(events.KINDS)
@@ -92,9 +92,11 @@ def check_config(name: str, cfg: Config, whole: ObsdConfig, problems: Problems) 
         problems.add(f"{path}.topic", f"only {{kind}} may appear in braces: {exc}")
 
 
-def producer_settings(config: Config, client_id: str) -> dict[str, Any]:
+def producer_settings(
+    config: Config, client_id: str, log: ClientLog | None = None
+) -> dict[str, Any]:
     """librdkafka's settings for ``config`` (``partitioner`` as Java clients place keys)."""
-    conf = client_settings(config, client_id)
+    conf = client_settings(config, client_id, log)
     conf.update({
         "enable.idempotence": True,
         "acks": "all",
@@ -166,7 +168,10 @@ class KafkaOutput(Output):
         if producer is None:
             from confluent_kafka import Producer
 
-            producer = Producer(producer_settings(config, f"obsd-{context.hostname or name}"))
+            producer = Producer(producer_settings(
+                config, f"obsd-{context.hostname or name}",
+                ClientLog(context.throttle, f"output:{name}"),
+            ))
         self._producer = producer
         self._make_admin = admin or self._real_admin
         self._topics_ok: set[str] = set()
