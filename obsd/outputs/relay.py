@@ -12,11 +12,21 @@ last answered, and on a network error, a timeout, 5xx, 429 or 503 moves on to
 the next one at once; when all have failed the queue retries the batch with
 backoff (honouring the largest ``Retry-After``).  401 and 403 (a bad token)
 and other 4xx are permanent: the batch goes to the dead-letter file.
+
+StatsD partials (``statsd_partial``, from ``mode = "partials"``) are the
+exception: every partial of one name must reach the same central, which adds
+them up.  With several ``urls`` each partial goes to the url its metric name
+hashes to (``partial_url``: CRC-32 of the name, modulo the number of urls;
+list the urls in the same order on every agent), through a queue of that
+url's own, and never fails over: while that central is down its partials
+wait here and arrive late, rather than split a name's interval between two
+centrals.
 """
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +56,8 @@ class Config(HttpOutputConfig):
 
     urls: list[str] = setting(
         factory=list,
-        help="central obsd base urls (http:// or https://), tried in order for failover",
+        help="central obsd base urls (http:// or https://), tried in order for failover; "
+             "StatsD partials go to the url their name hashes to, without failover",
     )
     token: str = setting("", secret=True, help="this agent's bearer token (inputs.relay.tokens)")
     gzip: bool = setting(True, help="gzip each request body")
@@ -98,6 +109,23 @@ def retry_after_seconds(value: bytes | str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+def partial_url(metric: Any, urls: int) -> int:
+    """The index of the url a StatsD partial of ``metric`` goes to (the same on every agent)."""
+    return zlib.crc32(str(metric or "").encode("utf-8", "surrogatepass")) % urls
+
+
+class _PartialsQueue:
+    """The destination of the partials whose names hash to one url: no failover."""
+
+    def __init__(self, output: RelayOutput, index: int) -> None:
+        self.output = output
+        self.index = index
+        self.key = f"partials_{index}"
+
+    def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
+        return self.output.send_to(self.index, batch)
+
+
 class _RetryableError(Exception):
     """One url failed in a way the next url (or a later retry) may not."""
 
@@ -132,6 +160,17 @@ class RelayOutput(HttpOutput):
         if config.gzip:
             self._headers[b"Content-Encoding"] = [b"gzip"]
 
+    def make_destinations(self) -> Sequence[Any]:
+        """Everything in one failover queue; with several urls, partials in one per url."""
+        if len(self.urls) < 2:
+            return [self]
+        return [self, *(_PartialsQueue(self, i) for i in range(len(self.urls)))]
+
+    def destination_for(self, event: dict[str, Any]) -> str:
+        if event.get(events.KIND) == events.STATSD_PARTIAL:
+            return f"partials_{partial_url(event.get(events.METRIC_NAME), len(self.urls))}"
+        return ""
+
     def encode(self, event: dict[str, Any]) -> bytes:
         return encode_event(event)
 
@@ -149,10 +188,24 @@ class RelayOutput(HttpOutput):
         return self.urls[self._current]
 
     def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
+        return defer.ensureDeferred(self._send_all(self._body(batch), len(batch)))
+
+    def send_to(self, index: int, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
+        """One url only (a partials queue): on failure the queue retries it there."""
+        return defer.ensureDeferred(self._send_one(index, self._body(batch), len(batch)))
+
+    def _body(self, batch: list[bytes]) -> bytes:
         body = b"".join(batch)
-        if self.relay_config.gzip:
-            body = gzip.compress(body, compresslevel=1)
-        return defer.ensureDeferred(self._send_all(body, len(batch)))
+        return gzip.compress(body, compresslevel=1) if self.relay_config.gzip else body
+
+    async def _send_one(self, index: int, body: bytes, count: int) -> SendResult | None:
+        url = self.urls[index]
+        try:
+            await self._post(url, body)
+        except _RetryableError as exc:
+            return SendResult(retry=list(range(count)), retry_reason=f"{url.decode()}: {exc}",
+                              retry_after=exc.retry_after)
+        return None
 
     async def _send_all(self, body: bytes, count: int) -> SendResult | None:
         reasons: list[str] = []

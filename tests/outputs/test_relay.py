@@ -18,7 +18,7 @@ from twisted.web.server import Request
 from obsd.codecs.relaywire import decode_body
 from obsd.config.loader import parse_config
 from obsd.delivery.contract import PermanentError, SendResult
-from obsd.outputs.relay import RelayOutput, events_url, retry_after_seconds
+from obsd.outputs.relay import RelayOutput, events_url, partial_url, retry_after_seconds
 from obsd.testing import make_output_context
 from tests.helpers import failure_result_of, success_result_of
 
@@ -285,3 +285,58 @@ class TestGzipBody:
         out.accept(event(7))
         run(stub, clock)
         assert gzip.decompress(central.requests[0]["body"]).startswith(b'{"id":"id7"')
+
+
+def partial(name: str, total: float = 1.0) -> dict[str, Any]:
+    return {"id": f"p-{name}", "kind": "statsd_partial", "event": name, "metric": name,
+            "metric_type": "counter", "timestamp": 10.0, "host": "agent1", "source": "statsd",
+            "interval": 0, "interval_length": 10.0, "partial": {"v": 1, "sum": total}}
+
+
+class TestPartialsByName:
+    NAMES = [f"app.metric{i}" for i in range(12)]
+
+    def test_each_name_goes_to_the_url_it_hashes_to(
+        self, clock: Clock, tmp_path: Path, central: Central
+    ) -> None:
+        """Every agent sends a name's partials to one central: they add up there."""
+        stub = StubTreq(central)
+        out = make(clock, tmp_path, stub)
+        for name in self.NAMES:
+            out.accept(partial(name))
+        out.accept(event(1))  # everything else: the failover queue, to the first url
+        run(stub, clock)
+        got: dict[str, str] = {}
+        for req in central.requests:
+            for item in decode_body(req["body"], gzipped=True, max_bytes=10**6, max_events=99):
+                got[item.get("metric") or item["id"]] = req["host"]
+        assert got.pop("id1") == "a"
+        assert got == {n: "ab"[partial_url(n, 2)] for n in self.NAMES}
+        assert set(got.values()) == {"a", "b"}  # the names spread over both
+
+    def test_a_partial_waits_for_its_own_url(
+        self, clock: Clock, tmp_path: Path, central: Central
+    ) -> None:
+        """No failover for partials: another central would split the name's interval."""
+        stub = StubTreq(central)
+        name = next(n for n in self.NAMES if partial_url(n, 2) == 1)  # hashes to b
+        client = FailingClient(stub, {b"http://b"})
+        out = make(clock, tmp_path, client, retry_initial=1.0)
+        out.accept(partial(name))
+        out.accept(event(1))
+        run(stub, clock)
+        assert [r["host"] for r in central.requests] == ["a"]  # only the other event
+        assert client.tried.count(b"http://b/api/obsd/v1/events") == 1
+        assert b"http://a/api/obsd/v1/events" in client.tried
+        client.down.clear()  # central b is back
+        run(stub, clock, 5.0)
+        assert [r["host"] for r in central.requests] == ["a", "b"]
+
+    def test_one_url_keeps_one_queue(self, clock: Clock, tmp_path: Path, central: Central) -> None:
+        out = make(clock, tmp_path, StubTreq(central), urls=["http://a"])
+        assert list(out.queues) == [""]
+
+    def test_the_hash_is_the_same_everywhere(self) -> None:
+        """CRC-32, not Python's per-process hash: every agent agrees."""
+        assert [partial_url("app.requests", n) for n in (1, 2, 3, 5)] == [
+            2497536362 % n for n in (1, 2, 3, 5)]  # CRC-32 of b"app.requests" is 2497536362
