@@ -15,5 +15,6 @@ class TestBenchSentryQuick:
         stdout = run_quick("bench.sentry")
         rows = [line for line in stdout.splitlines() if line.startswith(("raven", "sdk"))]
         assert len(rows) == 4
-        assert {row.split()[-6] for row in rows} == {"obsd", "twisted.web"}
+        assert {row.split()[-8] for row in rows} == {"obsd", "twisted.web"}
+        assert all(float(row.split()[-2]) > 0 for row in rows)  # CPU-us per request
         assert "events written by obsd: 700 for 700 requests answered 200" in stdout
