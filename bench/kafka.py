@@ -223,6 +223,7 @@ def drain(
                 central.stop()
     timed = max(total - before, 1)
     return {"rate": timed / elapsed, "cpu_us": cpu / timed * 1e6, "timed": timed,
+            "broker_cores": spent_broker / elapsed,
             "main_us": main / timed * 1e6, "broker_cpu": spent_broker,
             "lost": max(0, count - total), "shares": json.dumps(shares)}
 
@@ -266,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:<10}{r['rate']:>10.0f}{r['cpu_us']:>11.1f}{r['main_us']:>9.1f}"
                   f"{r['timed']:>9}{r['broker_cpu']:>14.1f}  {r['shares']}")
     ratios = [two["rate"] / one["rate"] for one, two in zip(drains[1], drains[2], strict=True)]
+    # what two centrals could reach at most here: the cores the broker leaves, over the
+    # cores one central used, at the per-event cost each pair of rounds measured with two
+    ceilings = [
+        ((os.cpu_count() or 1) - two["broker_cores"]) / (one["rate"] * two["cpu_us"] * 1e-6)
+        for one, two in zip(drains[1], drains[2], strict=True)
+    ]
+    print(f"ceiling on this machine ((CPUs - broker cores) / one central's cores at the "
+          f"two-central cost): {', '.join(f'{c:.2f}' for c in ceilings)}")
     print(f"two centrals / one: {', '.join(f'{r:.2f}' for r in ratios)}; "
           f"median {statistics.median(ratios):.2f} (aim: 1.6)")
     lost = {f"{n} centrals": r["lost"] for n, runs in drains.items() for r in runs if r["lost"]}
