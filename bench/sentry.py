@@ -332,7 +332,8 @@ def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
     the median CPU per request (the server's utime + stime over the round)."""
     ordered = sorted(results, key=lambda r: r["rps"])
     middle = dict(ordered[len(ordered) // 2])
-    middle["cpu_us"] = statistics.median(r["cpu_us"] for r in results)
+    if all("cpu_us" in r for r in results):  # bench.otlp's rounds carry no CPU figure
+        middle["cpu_us"] = statistics.median(r["cpu_us"] for r in results)
     statuses: dict[str, int] = {}
     for r in results:
         for status, n in r["statuses"].items():
