@@ -1,17 +1,17 @@
 """Fleet-wide StatsD through Kafka: three agents, two central processes, carbon, OpenSearch, Etsy.
 
-Three ``twistd obsd`` agents (StatsD in ``mode = "partials"``, syslog) write
-to a real Kafka broker; two central processes in one consumer group read it,
+Three ``twistd obsd`` agents (StatsD in ``mode = "partials"``, syslog, and
+the Sentry input fed by raven) write to a real Kafka broker; two central processes in one consumer group read it,
 merge the partials (``merge_partials = true``) and write to carbon-cache and
 the OpenSearch node, with disk buffers and ``durability = "sync"``.
 
 - One interval of mixed traffic: every series equals what one Etsy statsd fed
   all the agents' raw lines flushed (as in test_fleet_statsd.py over HTTP).
-- Then counters and syslog lines under load: one central is killed with -9
-  mid-load, the broker is stopped for 30 s (longer than the consumers'
-  session timeout) while the agents go on receiving, and both come back.
-  Every counter still sums exactly in carbon and every line is once in
-  OpenSearch.
+- Then counters, syslog lines and raven error reports under load: one
+  central is killed with -9 mid-load, the broker is stopped for 30 s (longer
+  than the consumers' session timeout) while the agents go on receiving, and
+  both come back.  Every counter still sums exactly in carbon, and every line
+  and every error is once in OpenSearch (errors by raven's event id).
 
 Before the broker stops, the test waits until the centrals have flushed the
 load so far and committed every partial: a partial flushed while its commit
@@ -47,6 +47,7 @@ pytestmark = pytest.mark.integration
 
 OUTAGE = 30.0
 SESSION_TIMEOUT = 6.0
+SENTRY_KEY = "0123456789abcdef0123456789abcdef"
 
 CENTRAL = """
 [daemon]
@@ -61,7 +62,7 @@ listen = []
 
 [inputs.kafka]
 bootstrap_servers = ['{bootstrap}']
-topics = ['{run}-statsd_partial', '{run}-log', '{run}-metric']
+topics = ['{run}-statsd_partial', '{run}-log', '{run}-error', '{run}-metric']
 group_id = '{run}-central'
 session_timeout = {session}
 
@@ -95,7 +96,10 @@ metrics_interval = 0
 shutdown_timeout = 10.0
 
 [http]
-listen = []
+listen = ['tcp:0:interface=127.0.0.1']
+
+[inputs.sentry]
+projects = [{{ id = 7, keys = ['{sentry_key}'] }}]
 
 [inputs.statsd]
 listen = ['tcp:0:interface=127.0.0.1']
@@ -119,7 +123,7 @@ def create_topics(kafka: KafkaBroker, run: str) -> None:
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
     futures = admin.create_topics(
         [NewTopic(f"{run}-{kind}", num_partitions=4, replication_factor=1)
-         for kind in ("statsd_partial", "log", "metric")]
+         for kind in ("statsd_partial", "log", "error", "metric")]
     )
     for future in futures.values():
         future.result(30)
@@ -130,14 +134,27 @@ def has_partitions(central: ObsdProcess) -> bool:
                for e in central.log_events())
 
 
+def raven_client(agent: ObsdProcess, n: int) -> Any:
+    """raven 6.10, a real client, with the agent as its DSN's host (sends synchronously)."""
+    from raven import Client  # type: ignore[import-untyped]
+    from raven.transport.http import HTTPTransport  # type: ignore[import-untyped]
+
+    return Client(
+        f"http://{SENTRY_KEY}@127.0.0.1:{agent.port('http')}/7", transport=HTTPTransport,
+        raise_send_errors=True, name=f"agent{n}.example", install_sys_hook=False,
+        install_logging_hook=False, enable_breadcrumbs=False,
+    )
+
+
 class Load:
-    """Counters and syslog lines to every agent, a step every 0.2 s, from a thread."""
+    """Counters, syslog lines and raven reports to every agent, a step every 0.2 s, in a thread."""
 
     def __init__(self, agents: list[ObsdProcess], run: str) -> None:
         self.agents = agents
         self.run = run
         self.counted = 0
         self.lines: list[str] = []
+        self.reports: list[str] = []  # raven's event ids
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,18 +173,21 @@ class Load:
         try:
             conns = [
                 (socket.create_connection(("127.0.0.1", a.port("statsd"))),
-                 socket.create_connection(("127.0.0.1", a.port("syslog"))))
-                for a in self.agents
+                 socket.create_connection(("127.0.0.1", a.port("syslog"))),
+                 raven_client(a, n))
+                for n, a in enumerate(self.agents)
             ]
-            for _ in range(steps):
-                for n, (statsd, syslog) in enumerate(conns):
+            for step in range(steps):
+                for n, (statsd, syslog, raven) in enumerate(conns):
                     statsd.sendall(b"kreq:3|c\nkreq:4|c\n")
                     self.counted += 7
                     text = f"{self.run} agent{n} line {len(self.lines)}"
                     syslog.sendall(f"<14>1 - agent{n}.example app - - - {text}\n".encode())
                     self.lines.append(text)
+                    if step % 2 == 0:
+                        self.reports.append(raven.captureMessage(f"{self.run} report {text}"))
                 time.sleep(0.2)
-            for statsd, syslog in conns:
+            for statsd, syslog, _ in conns:
                 statsd.close()
                 syslog.close()
         except Exception as exc:  # noqa: BLE001 - reported by the test thread
@@ -211,7 +231,9 @@ def test_three_agents_two_centrals_through_kafka(
     run = f"k{uuid.uuid4().hex[:8]}"
     obsd_prefix, etsy_prefix = f"obsd_{run}", f"etsy_{run}"
     create_topics(kafka, run)
-    fmt = {"bootstrap": kafka.bootstrap, "run": run, "statsd": statsd_settings(obsd_prefix)}
+    pytest.importorskip("raven")
+    fmt = {"bootstrap": kafka.bootstrap, "run": run, "statsd": statsd_settings(obsd_prefix),
+           "sentry_key": SENTRY_KEY}
     centrals = [
         obsd_process(CENTRAL.format(
             **fmt, host=f"central{i}", session=SESSION_TIMEOUT, carbon=carbon_cache.line_port,
@@ -255,18 +277,22 @@ def test_three_agents_two_centrals_through_kafka(
     client = es_node.client
     pattern = f"{run}-*"
 
-    def logs_in_es() -> int:
+    def in_es(kind: str) -> int:
         try:
-            return client.count(pattern, {"term": {"kind": "log"}})
+            return client.count(pattern, {"term": {"kind": kind}})
         except Exception:  # noqa: BLE001 - the index may not exist yet
             return 0
 
     wait_total(carbon_cache, counter, load.counted, 90, "after the outage")
-    centrals[1].wait_for(lambda: logs_in_es() >= len(load.lines), timeout=60,
+    centrals[1].wait_for(lambda: in_es("log") >= len(load.lines), timeout=60,
                          what="every syslog line in OpenSearch")
+    centrals[1].wait_for(lambda: in_es("error") >= len(load.reports), timeout=60,
+                         what="every raven report in OpenSearch")
     client.refresh(pattern)
     hits = client.search(pattern, {"term": {"kind": "log"}}, size=1000)
     assert sorted(h["event"] for h in hits) == sorted(load.lines)  # each once
+    reports = client.search(pattern, {"term": {"kind": "error"}}, size=1000)
+    assert sorted(h["_id"] for h in reports) == sorted(load.reports)  # each once, by raven's id
     time.sleep(2 * 2.0 + 4.0)  # two more intervals and the grace: nothing counted twice later
     assert total(carbon_cache, counter) == load.counted, carbon_cache.values(counter)
     for proc in [*agents, *centrals]:
