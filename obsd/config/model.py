@@ -8,9 +8,10 @@ into this tree and runs the checks that span it.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -70,6 +71,19 @@ class DaemonConfig:
         check=at_least(0),
         help="seconds between flushes of obsd's own numbers as obsd.* metric events; 0: never",
     )
+    workers: int | Literal["auto"] = setting(
+        1,
+        check=lambda v: None if v == "auto" or v >= 1 else f"must be at least 1 or 'auto', got {v}",
+        help="processes that share the listeners (auto: one per core); each has its own "
+        "queues and spools under data_dir/worker-N (docs/explanation/workers.rst)",
+    )
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number (``"auto"``: the cores this process may run on)."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return int(self.workers)
 
 
 @attrs.frozen(kw_only=True)
@@ -297,6 +311,9 @@ class ObsdConfig:
     routes: list[RouteConfig] = attrs.field(factory=list)
     #: the file it came from, or None for the embedded default
     path: str | None = None
+    #: which of ``[daemon] workers`` processes runs this (``obsd.daemon.workers.WorkerRole``);
+    #: None for a single process
+    worker: Any = None
 
     @property
     def hostname(self) -> str:
@@ -304,7 +321,11 @@ class ObsdConfig:
 
     @property
     def data_dir(self) -> Path:
-        return Path(self.daemon.data_dir)
+        """Where this process keeps spools and its lock: worker N > 0 under ``worker-N``."""
+        base = Path(self.daemon.data_dir)
+        if self.worker is not None and self.worker.index > 0:
+            return base / f"worker-{self.worker.index}"
+        return base
 
     def http_listeners(self) -> list[Listener]:
         return [parse_listener(d, STREAM_TYPES) for d in self.http.listen]

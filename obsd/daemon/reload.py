@@ -53,6 +53,8 @@ class Reloader(Service):
         self.service = service
         self.load = load
         self.install_signal = False
+        #: called on each SIGHUP too (the first of ``[daemon] workers`` passes it on)
+        self.on_signal: list[Callable[[], None]] = []
         self._previous: Any = None
         self._log = get_logger("obsd.reload")
 
@@ -70,6 +72,8 @@ class Reloader(Service):
     def _on_signal(self, signum: int, frame: Any) -> None:
         # a signal handler runs between two bytecodes: hand over to the reactor
         self.service.reactor.callFromThread(self.reload)
+        for call in self.on_signal:
+            self.service.reactor.callFromThread(call)
 
     def reload(self) -> defer.Deferred[bool]:
         """Re-read the config file; fires True when applied (once replaced outputs drained)."""

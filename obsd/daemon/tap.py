@@ -58,8 +58,40 @@ def makeService(options: Options) -> Any:
 
     config = options.config
     configure_logging(config.daemon.log_level)
+    count = config.daemon.worker_count
+    if count > 1:
+        return _make_workers(options, config, count, reactor)
     service = build_service(config, reactor)
     service.reloader.install_signal = True  # SIGHUP re-reads the config
+    parent = getattr(options, "parent", None)
+    fmt = config.daemon.log_format
+    level = config.daemon.log_level
+    service.log_observer_factory = lambda: make_observer(parent, fmt, level)
+    return service
+
+
+def _make_workers(options: Options, config: ObsdConfig, count: int, reactor: Any) -> Any:
+    """``[daemon] workers = N``: bind every listener here, run worker 0, start the rest."""
+    import structlog
+
+    from obsd.config.loader import load_config
+    from obsd.daemon.supervisor import WorkerPlan, WorkerSupervisor, resolved_log_format
+    from obsd.daemon.topology import build_service
+    from obsd.daemon.workers import for_worker
+    from obsd.ops.log import make_observer
+
+    structlog.contextvars.bind_contextvars(worker=0)
+    plan = WorkerPlan.bind(config, count, resolved_log_format(config.daemon.log_format))
+    role = plan.role(0)
+    plan.share_own()
+    service = build_service(for_worker(config, role), reactor)
+    service.reloader.install_signal = True
+    service.reloader.load = lambda path: for_worker(load_config(path), role)
+    supervisor = WorkerSupervisor(
+        plan, config.path, reactor, config.daemon.shutdown_timeout, service.telemetry
+    )
+    service.supervisor = supervisor
+    service.reloader.on_signal.append(lambda: supervisor.signal_all("HUP"))
     parent = getattr(options, "parent", None)
     fmt = config.daemon.log_format
     level = config.daemon.log_level

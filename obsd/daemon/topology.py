@@ -24,6 +24,7 @@ from obsd import events, registry
 from obsd.aggregation.ledger import MergeLedger
 from obsd.config.loader import config_warnings, load_processor, output_accepts, output_default_kinds
 from obsd.config.model import ObsdConfig, OutputConfig
+from obsd.daemon.workers import partials_divert, private_outputs
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
 from obsd.delivery.leftovers import find_orphans
@@ -167,6 +168,8 @@ class ObsdService(MultiService):
         self.output_context: OutputContext | None = None
         self.reloader: Any = None
         self.log_observer_factory: Any = None
+        #: ``[daemon] workers``: the first process's ``WorkerSupervisor``
+        self.supervisor: Any = None
         self._lock: FilesystemLock | None = None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -207,6 +210,8 @@ class ObsdService(MultiService):
         self._lock = lock
 
     def startService(self) -> None:
+        if self.supervisor is not None:
+            self.reactor.callWhenRunning(self.supervisor.start)
         self.reactor.addSystemEventTrigger("before", "shutdown", self._note_stopping)
         self.reactor.callWhenRunning(self._take_sigterm)
         for name, output in self.outputs.items():
@@ -233,11 +238,16 @@ class ObsdService(MultiService):
             recorder.outputs = frozenset(outputs)
 
     def reroute(self, config: ObsdConfig, routed: dict[str, Any]) -> None:
-        """Route by ``config``'s tables to ``routed``."""
+        """Route by ``config``'s tables to ``routed`` (never to a worker's private relay)."""
+        divert = partials_divert(config, routed)
+        private = private_outputs(config)
+        routed = {n: out for n, out in routed.items() if n not in private}
         accepts = {n: output_accepts(c) for n, c in config.outputs.items()}
         default_kinds = {n: output_default_kinds(c) for n, c in config.outputs.items()}
         assert self.router is not None  # build_service made it
         self.router.configure(routed, config.routes, accepts, default_kinds)
+        if divert is not None:
+            self.router.divert_partials(*divert)
 
     def report_orphan_spools(self) -> None:
         """Spools under data_dir that no configured output reads (removed or renamed):
@@ -287,12 +297,19 @@ class ObsdService(MultiService):
         # Service's own stop: the children stop below, in order
         super(MultiService, self).stopService()
         self.log.info("stopping: closing inputs, then draining outputs")
-        d = defer.maybeDeferred(self.inputs_group.stopService)
+        if self.supervisor is not None:
+            # the workers first: their last partials reach this process while it merges
+            d: defer.Deferred[Any] = self.supervisor.stop()
+            d.addBoth(lambda _: self.inputs_group.stopService())
+        else:
+            d = defer.maybeDeferred(self.inputs_group.stopService)
         d.addBoth(lambda _: self.outputs_group.stopService())
         d.addBoth(self._stopped)
         return d
 
     def _stopped(self, result: Any) -> None:
+        if self.supervisor is not None:
+            self.supervisor.close_sockets()
         self.throttle.stop()
         self.dead_letter.close()
         if self._lock is not None and self._lock.locked:
@@ -326,6 +343,8 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         sync_interval=config.daemon.sync_interval,
         fsync=config.daemon.durability == "sync",
         http=service.http_root,
+        worker=config.worker.index if config.worker is not None else 0,
+        shared_dir=Path(config.daemon.data_dir) if config.worker is not None else None,
     )
     service.output_context = output_context
     accepts: dict[str, frozenset[str]] = {}
@@ -336,8 +355,9 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         service.outputs[name] = output
         accepts[name] = output_accepts(out_config)
         default_kinds[name] = output_default_kinds(out_config)
-    router = Router(service.outputs, config.routes, accepts, default_kinds, service.telemetry)
+    router = Router({}, [], accepts, default_kinds, service.telemetry)
     service.router = router
+    service.reroute(config, service.outputs)
     processor_errors = service.telemetry.counter("obsd.pipeline.processor_errors")
 
     def report_processor_error(name: str, exc: BaseException, event: dict[str, Any]) -> None:

@@ -74,6 +74,10 @@ class OutputContext:
     run_io: Any = None
     #: the ``[http]`` site's root, for outputs that are scraped (Prometheus)
     http: Any = None
+    #: ``[daemon] workers``: this process's index, and ``data_dir`` as configured (the
+    #: same for every worker; ``data_dir`` above is this worker's own)
+    worker: int = 0
+    shared_dir: Any = None
 
 
 def backoff_delay(

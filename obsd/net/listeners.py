@@ -18,6 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
 from obsd.net.endpoints import CLIENT_CA, DEFAULT_BACKLOG, Listener
+from obsd.net.shared import adopted
 from obsd.ops.log import get_logger
 from obsd.twistedtypes import Service
 
@@ -79,7 +80,10 @@ class ListenerService(Service):
     def _listen(self) -> None:
         listener = self.listener
         try:
-            if listener.type == "systemd":
+            shared_fd = adopted(listener.description)
+            if shared_fd is not None:
+                self.port = self._adopt(shared_fd)
+            elif listener.type == "systemd":
                 from obsd.net.systemd import adopt
 
                 self.port = adopt(
@@ -131,6 +135,28 @@ class ListenerService(Service):
             address=getattr(address, "host", None) or getattr(address, "name", None),
             port=getattr(address, "port", None),
         )
+
+    def _adopt(self, fd: int) -> IListeningPort:
+        """Listen on a socket shared by ``[daemon] workers`` (``obsd.net.shared``)."""
+        from obsd.net.systemd import adopt_fd
+
+        factory = self.factory
+        if self.listener.type == "ssl" and factory is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            if self.tls_handshake is not None:
+                factory = self.tls_handshake(factory)
+            if CLIENT_CA in self.listener.options:
+                endpoint = mutual_tls_endpoint(self.reactor, self.listener)
+            else:
+                endpoint = serverFromString(self.reactor, self.listener.endpoint_string)
+            # the context the endpoint string describes; the socket is already bound
+            context = endpoint._sslContextFactory
+            factory = TLSMemoryBIOFactory(context, False, factory)
+        port: IListeningPort = adopt_fd(
+            self.reactor, fd, factory, self.datagram, self.max_packet_size
+        )
+        return port
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()

@@ -124,12 +124,23 @@ def adopt(
     only (or the reverse).
     """
     fd = find_fd(options, inherited(environ))
-    family, kind = socket_kind(fd)
-    # systemd hands sockets over blocking; a blocking read would stall the reactor
-    os.set_blocking(fd, False)
     wanted = options.get("domain")
-    if wanted and getattr(socket, f"AF_{wanted}", None) != family:
-        raise ValueError(f"socket {fd} is {socket.AddressFamily(family).name}, not AF_{wanted}")
+    if wanted and getattr(socket, f"AF_{wanted}", None) != socket_kind(fd)[0]:
+        family = socket.AddressFamily(socket_kind(fd)[0]).name
+        raise ValueError(f"socket {fd} is {family}, not AF_{wanted}")
+    return adopt_fd(reactor, fd, factory, datagram, max_packet_size)
+
+
+def adopt_fd(
+    reactor: Any, fd: int, factory: Any = None, datagram: Any = None, max_packet_size: int = 65536
+) -> Any:
+    """Listen on the open socket ``fd`` (systemd's, or a worker's inherited one).
+
+    The reactor works on a duplicate; ``fd`` stays open.
+    """
+    family, kind = socket_kind(fd)
+    # inherited sockets may be blocking; a blocking read would stall the reactor
+    os.set_blocking(fd, False)
     if kind == socket.SOCK_DGRAM:
         if datagram is None:
             raise ValueError(f"socket {fd} is a datagram socket; this input takes streams only")

@@ -125,6 +125,11 @@ class ObsdLogObserver:
         )
 
     def __call__(self, event: dict[str, Any]) -> None:
+        raw = event.get("obsd_raw_line")
+        if raw is not None:  # a worker's line, already rendered (``[daemon] workers``)
+            self._stream.write(raw + "\n")
+            self._stream.flush()
+            return
         obsd_event = event.get("obsd_event")
         if obsd_event is None:
             obsd_event = self._from_twisted(event)

@@ -2,6 +2,9 @@
 
 Needs no server, so it is in the embedded default.  Writes are batched and
 small (one batch of lines to the page cache), so they are done directly.
+With ``[daemon] workers``, every worker appends to the one file (``O_APPEND``:
+each batch is one write, never interleaved); worker 0 rotates it, by the
+file's real size, and the others reopen the path once it names a new file.
 """
 
 from __future__ import annotations
@@ -45,7 +48,12 @@ class FileOutput(Output):
     type_name = "file"
 
     def __init__(self, name: str, config: Config, context: OutputContext) -> None:
-        self.path = Path(config.path) if config.path else Path(context.data_dir) / "events.jsonl"
+        default_dir = context.shared_dir or context.data_dir
+        self.path = Path(config.path) if config.path else Path(default_dir) / "events.jsonl"
+        #: only one process rotates the file: the first of ``[daemon] workers``
+        self.rotates = context.worker == 0
+        #: other processes append too: the file's size is read from the file
+        self._many = context.shared_dir is not None
         self._file: IO[bytes] | None = None
         self._size = 0
         super().__init__(name, config, context)
@@ -76,10 +84,25 @@ class FileOutput(Output):
         if self.path.exists():
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
+    def _follow(self) -> None:
+        """A worker that does not rotate: reopen once the path names another file."""
+        if self._file is None:
+            return
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._file.close()
+            self._file = None
+
     def send(self, batch: list[bytes]) -> defer.Deferred[SendResult | None]:
         data = b"".join(batch)
+        if not self.rotates:
+            self._follow()
         handle = self._open()
-        if self._size and self._size + len(data) > self.file_config.max_bytes:
+        size = os.fstat(handle.fileno()).st_size if self._many else self._size
+        if self.rotates and size and size + len(data) > self.file_config.max_bytes:
             self._rotate()
             handle = self._open()
         handle.write(data)

@@ -76,6 +76,8 @@ class Router:
         #: kind -> components that take every event of that kind before the outputs
         #: do (central's StatsD merge takes ``statsd_partial``); see ``consume``.
         self._consumers: dict[str, tuple[Callable[[dict[str, Any]], None], ...]] = {}
+        #: ``[daemon] workers``: where statsd partials go instead (see ``divert_partials``)
+        self._divert: tuple[Routable | None, frozenset[str] | None, frozenset[str]] | None = None
         self._telemetry = telemetry
         self.configure(outputs, routes, accepts, default_kinds)
         self._unrouted = {k: telemetry.counter(f"obsd.router.unrouted.{k}") for k in events.KINDS}
@@ -151,5 +153,33 @@ class Router:
         for out in targets:
             out.accept(event)
 
+    def divert_partials(
+        self, target: Routable | None, sources: frozenset[str] | None, keep: frozenset[str]
+    ) -> None:
+        """Send ``statsd_partial`` events from ``sources`` (None: any but ``keep``) to
+        ``target`` only (None: to the consumers only), whatever the routes say.
+
+        ``[daemon] workers``: the workers' partials stay among them; see
+        ``obsd.daemon.workers.partials_divert``.
+        """
+        self._divert = (target, sources, keep)
+
+    def statsd_partial(self, event: dict[str, Any]) -> None:
+        """Route a partial, unless it is diverted (other kinds never pay for this)."""
+        divert = self._divert
+        if divert is not None:
+            target, sources, keep = divert
+            source = event.get(events.SOURCE)
+            if (sources is None or source in sources) and source not in keep:
+                if self.tap is not None:
+                    self.tap(event)
+                for handler in self._consumers.get(events.STATSD_PARTIAL, ()):
+                    handler(event)
+                if target is not None:
+                    self._routed_count.inc()
+                    target.accept(event)
+                return
+        self.route(event)
+
     # structlog calls the method named after the event's kind
-    log = error = metric = sentry = span = statsd_partial = route
+    log = error = metric = sentry = span = route
