@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from obsd.config.model import ObsdConfig
 from obsd.daemon.workers import ENVIRON, WorkerRole
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
-from obsd.net.shared import bind_for_workers, close_all, share
+from obsd.net.shared import bind_for_workers, close_all, key, share
 from obsd.ops.log import get_logger
 
 #: seconds before a worker that died is started again, doubling while it keeps dying young
@@ -49,11 +49,11 @@ def _write_raw(line: str) -> None:
     _raw.info("{obsd_raw_line}", obsd_raw_line=line)
 
 
-def listen_descriptions(config: ObsdConfig) -> list[str]:
-    """Every listen string of the config: ``[http]`` and each input's."""
-    found = list(config.http.listen)
-    for cfg in config.inputs.values():
-        found.extend(getattr(cfg, "listen", []))
+def listen_descriptions(config: ObsdConfig) -> list[tuple[str, str]]:
+    """Every listener of the config, ``(owner, description)``: ``[http]``'s and each input's."""
+    found = [("http", d) for d in config.http.listen]
+    for name, cfg in config.inputs.items():
+        found.extend((name, d) for d in getattr(cfg, "listen", []))
     return found
 
 
@@ -62,7 +62,7 @@ class WorkerPlan:
     """The sockets of every worker and the roles they run."""
 
     count: int
-    #: per worker: listen description -> socket
+    #: per worker: listener name (``obsd.net.shared.key``) -> socket
     sockets: list[dict[str, socket.socket]]
     ports: tuple[int, ...]
     token: str
@@ -72,7 +72,7 @@ class WorkerPlan:
     def bind(cls, config: ObsdConfig, count: int, log_format: str = "json") -> WorkerPlan:
         """Bind every listener for ``count`` workers; exit clearly when one cannot be bound."""
         sockets: list[dict[str, socket.socket]] = [{} for _ in range(count)]
-        for description in listen_descriptions(config):
+        for owner, description in listen_descriptions(config):
             listener = parse_listener(description, STREAM_TYPES | DATAGRAM_TYPES)
             try:
                 bound = bind_for_workers(listener, count)
@@ -82,7 +82,7 @@ class WorkerPlan:
                 reason = getattr(exc, "strerror", None) or str(exc)
                 raise SystemExit(f"obsd: cannot listen on {description!r}: {reason}") from None
             for index, sock in enumerate(bound):
-                sockets[index][description] = sock
+                sockets[index][key(owner, description)] = sock
         ports = []
         for index in range(count):
             private = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -91,7 +91,7 @@ class WorkerPlan:
             private.listen(128)
             private.setblocking(False)
             ports.append(private.getsockname()[1])
-            sockets[index][f"tcp:{ports[-1]}:interface=127.0.0.1"] = private
+            sockets[index][key("http", f"tcp:{ports[-1]}:interface=127.0.0.1")] = private
         return cls(count, sockets, tuple(ports), secrets.token_urlsafe(24), log_format)
 
     def role(self, index: int, fds: dict[str, int] | None = None) -> WorkerRole:
@@ -102,8 +102,8 @@ class WorkerPlan:
 
     def share_own(self) -> None:
         """Worker 0 (this process) adopts its sockets instead of binding."""
-        for description, sock in self.sockets[0].items():
-            share(description, sock.fileno())
+        for name, sock in self.sockets[0].items():
+            share(name, sock.fileno())
 
 
 class WorkerProcess(ProcessProtocol):
@@ -164,9 +164,9 @@ class WorkerSupervisor:
             return
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         fds: dict[str, int] = {}
-        for n, (description, sock) in enumerate(self.plan.sockets[index].items(), start=3):
+        for n, (name, sock) in enumerate(self.plan.sockets[index].items(), start=3):
             child_fds[n] = sock.fileno()
-            fds[description] = n
+            fds[name] = n
         env = dict(os.environ)
         env[ENVIRON] = self.plan.role(index, fds).to_json()
         args = [sys.executable, "-m", "obsd.daemon.worker_main"]

@@ -27,7 +27,7 @@ from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.daemon.workers import partials_divert, private_outputs
 from obsd.delivery.deadletter import DeadLetterFile
 from obsd.delivery.flowcontrol import FlowControl
-from obsd.delivery.leftovers import find_orphans
+from obsd.delivery.leftovers import find_orphans, spool_sizes
 from obsd.delivery.memoryguard import MemoryGuard
 from obsd.net.endpoints import DATAGRAM_TYPES, STREAM_TYPES, parse_listener
 from obsd.net.handshake import HandshakeDeadlineFactory
@@ -165,6 +165,7 @@ class ObsdService(MultiService):
         self.router: Router | None = None
         self.status: Any = None
         self.taps: Any = None
+        self.tail: Any = None
         self.output_context: OutputContext | None = None
         self.reloader: Any = None
         self.log_observer_factory: Any = None
@@ -254,13 +255,36 @@ class ObsdService(MultiService):
         named at start and in ``/status`` with their size, never silently left behind."""
         owned = [q.spool_directory for out in self.outputs.values() for q in out.queues.values()]
         self.orphan_spools = find_orphans(self.config.data_dir, owned)
+        self.orphan_spools.update(self._spools_of_gone_workers())  # named apart below
+        gone = self._spools_of_gone_workers()
         for path, size in sorted(self.orphan_spools.items()):
+            if path in gone:
+                self.log.warning(
+                    "a spool of a worker this run does not start: its events are not sent; "
+                    "run once with [daemon] workers set high enough to start it, or delete it",
+                    spool=str(path),
+                    bytes=size,
+                )
+                continue
             self.log.warning(
                 "a spool no configured output reads: its events are not sent; configure the "
                 "output again (same name) to deliver them, or delete the directory",
                 spool=str(path),
                 bytes=size,
             )
+
+    def _spools_of_gone_workers(self) -> dict[Path, int]:
+        """Spools a run with more ``[daemon] workers`` left in ``data_dir/worker-N``."""
+        worker = self.config.worker
+        if worker is not None and worker.index > 0:
+            return {}
+        count = 1 if worker is None else worker.count
+        found: dict[Path, int] = {}
+        for path in Path(self.config.daemon.data_dir).glob("worker-*"):
+            index = path.name.removeprefix("worker-")
+            if index.isdigit() and int(index) >= count:
+                found.update(spool_sizes(path))
+        return found
 
     _stopping = False
 
@@ -404,10 +428,20 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         MemoryGuard(
             config.daemon.max_memory, service.flow_control, service.telemetry, reactor
         ).setServiceParent(service.outputs_group)
-    SelfMetricsService(
-        service.telemetry, make_ingest(source="obsd"), reactor, config.daemon.metrics_interval
-    ).setServiceParent(service.inputs_group)
+    # with workers, worker 0 flushes every worker's numbers, added up
+    later_worker = config.worker is not None and config.worker.index > 0
+    self_metrics = SelfMetricsService(
+        service.telemetry, make_ingest(source="obsd"), reactor,
+        0.0 if later_worker else config.daemon.metrics_interval,
+    )
+    self_metrics.setServiceParent(service.inputs_group)
     _mount_status(service, make_ingest)
+    if config.worker is not None:
+        from obsd.ops.peers import mount_peers, summed_numbers
+
+        peers = mount_peers(service, service.status)
+        service.tail.peers = peers
+        self_metrics.numbers = lambda: summed_numbers(service.telemetry, peers)
     if config.http.listen:
         guard = HttpGuard(
             HttpLimits.of(config.http), service.telemetry, service.throttle, "obsd.http."
@@ -433,7 +467,8 @@ def _mount_status(service: ObsdService, make_ingest: Any) -> None:
     service.taps = TapSet(service.router)
     hub = TailHub(service.taps, service.telemetry)
     hub.setServiceParent(service.inputs_group)
-    service.http_root.mount(("api", "obsd", "v1", "tail"), TailResource(hub))
+    service.tail = TailResource(hub)
+    service.http_root.mount(("api", "obsd", "v1", "tail"), service.tail)
     from obsd.daemon.reload import Reloader
 
     service.reloader = Reloader(service)

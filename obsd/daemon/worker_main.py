@@ -71,8 +71,8 @@ def run(argv: list[str] | None = None) -> int:
     structlog.contextvars.bind_contextvars(worker=role.index)
     observer = ObsdLogObserver(sys.stdout, role.log_format, config.daemon.log_level)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    for description, fd in role.fds.items():
-        share(description, fd)
+    for name, fd in role.fds.items():
+        share(name, fd)
     service = build_service(config, reactor)
     service.reloader.install_signal = True
     service.reloader.load = lambda path: for_worker(load_config(path), role)

@@ -40,7 +40,7 @@ class WorkerRole:
     ports: tuple[int, ...]
     #: the bearer token of the private relay (new for every start)
     token: str
-    #: listen description -> inherited descriptor (workers > 0; worker 0 keeps sockets)
+    #: listener name (``obsd.net.shared.key``) -> inherited descriptor (workers > 0)
     fds: dict[str, int] = attrs.field(factory=dict)
     #: the parent's log format, so every worker's lines look alike
     log_format: str = "json"

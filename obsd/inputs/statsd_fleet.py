@@ -94,7 +94,10 @@ class _Mode:
         self.clock = statsd.context.reactor.seconds
         host = statsd.context.hostname
         self.local = PartialAggregator(config, self.clock, host=host)
-        own = attrs.evolve(config, prefix_stats=host_prefix(config.prefix_stats, host))
+        worker = statsd.context.config.worker
+        # with [daemon] workers each worker counts its own share: one node each
+        node = host if worker is None else f"{host}-worker{worker.index}"
+        own = attrs.evolve(config, prefix_stats=host_prefix(config.prefix_stats, node))
         self.own = StatsdAggregator(own, self.clock, perf_counter)
         self.loops: list[AlignedLoop] = []
 

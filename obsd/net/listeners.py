@@ -80,7 +80,7 @@ class ListenerService(Service):
     def _listen(self) -> None:
         listener = self.listener
         try:
-            shared_fd = adopted(listener.description)
+            shared_fd = adopted(self.owner, listener.description)
             if shared_fd is not None:
                 self.port = self._adopt(shared_fd)
             elif listener.type == "systemd":

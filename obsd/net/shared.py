@@ -9,7 +9,7 @@ and systemd's sockets are one socket every worker reads.  The first process
 keeps every socket open, so a worker that dies leaves its connections waiting
 in the backlog for its restart instead of refused.
 
-``ListenerService`` asks ``adopted(description)`` first: a listener whose
+``ListenerService`` asks ``adopted(owner, description)`` first: a listener whose
 description was shared here is adopted, never bound again.
 """
 
@@ -21,18 +21,24 @@ from collections.abc import Iterable
 
 from obsd.net.endpoints import DEFAULT_BACKLOG, Listener
 
-#: listen description -> descriptor this process adopts it from
+#: "owner description" -> descriptor this process adopts it from (two inputs may
+#: both say ``tcp:0``, so the owner is part of the key)
 _SHARED: dict[str, int] = {}
 
 
-def share(description: str, fd: int) -> None:
-    """From now on, listen on ``description`` by adopting ``fd``."""
-    _SHARED[description] = fd
+def key(owner: str, description: str) -> str:
+    """The name of one listener: its owner (an input, or ``http``) and its description."""
+    return f"{owner} {description}"
 
 
-def adopted(description: str) -> int | None:
-    """The descriptor shared for this listen description, if any."""
-    return _SHARED.get(description)
+def share(name: str, fd: int) -> None:
+    """From now on, listen on the listener ``name`` (see ``key``) by adopting ``fd``."""
+    _SHARED[name] = fd
+
+
+def adopted(owner: str, description: str) -> int | None:
+    """The descriptor shared for this listener, if any."""
+    return _SHARED.get(key(owner, description))
 
 
 def forget_all() -> None:
@@ -93,4 +99,4 @@ def close_all(sockets: Iterable[socket.socket]) -> None:
         sock.close()
 
 
-__all__ = ["adopted", "bind_for_workers", "close_all", "forget_all", "share"]
+__all__ = ["adopted", "bind_for_workers", "close_all", "forget_all", "key", "share"]

@@ -34,6 +34,9 @@ class SelfMetricsService(Service):
         self.clock = clock
         self.interval = interval
         self._loop: LoopingCall | None = None
+        #: ``[daemon] workers``: fires with every worker's numbers added up (worker 0
+        #: flushes them for all, so the workers' numbers do not overwrite each other)
+        self.numbers: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -43,10 +46,18 @@ class SelfMetricsService(Service):
             self._loop.start(self.interval, now=False)
 
     def flush(self) -> None:
-        """Emit one metric event per counter and gauge."""
+        """Emit one metric event per counter and gauge (of every worker, with workers)."""
+        if self.numbers is None:
+            self.emit(self.telemetry)
+            return
+        d = self.numbers()
+        d.addCallback(self.emit)
+
+    def emit(self, numbers: Any) -> None:
+        """One metric event per counter and gauge of ``numbers`` (a ``Telemetry``)."""
         now = self.clock.seconds()
-        counters = self.telemetry.counters()
-        for name, value in self.telemetry.snapshot().items():
+        counters = numbers.counters()
+        for name, value in numbers.snapshot().items():
             self.ingest.metric(
                 {
                     events.EVENT: name,
@@ -63,7 +74,7 @@ class SelfMetricsService(Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-            self.flush()  # the last numbers, before the outputs drain
+            self.emit(self.telemetry)  # the last numbers, before the outputs drain
         self._loop = None
 
 
@@ -95,7 +106,7 @@ def prometheus_name(dotted: str) -> str:
 class TelemetryCollector:
     """A prometheus_client collector over one obsd registry (never the global one)."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Any) -> None:
         self.telemetry = telemetry
 
     def collect(self) -> Iterator[Any]:
@@ -107,7 +118,7 @@ class TelemetryCollector:
             yield GaugeMetricFamily(prometheus_name(name), f"obsd gauge {name}", value=level)
 
 
-def prometheus_text(telemetry: Telemetry) -> bytes:
+def prometheus_text(telemetry: Any) -> bytes:
     """The registry in Prometheus' text exposition format."""
     from prometheus_client import CollectorRegistry, generate_latest
 

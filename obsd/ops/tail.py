@@ -189,6 +189,8 @@ class TailResource(Resource):
     def __init__(self, hub: TailHub) -> None:
         super().__init__()
         self.hub = hub
+        #: ``[daemon] workers``: the other workers, whose tails join this one
+        self.peers: Any = None
 
     def render_GET(self, request: Request) -> bytes | int:
         query = parse_qs((request.uri or b"").partition(b"?")[2].decode("utf-8", "replace"))
@@ -210,7 +212,15 @@ class TailResource(Resource):
         request.write(marker("started", match=wanted))
         self.hub.add(client, request)
         request.notifyFinish().addBoth(lambda _: self.hub.remove(client))
+        if self.peers is not None and b"local" not in query_keys(request):
+            from obsd.ops.peers import follow_peers
+
+            follow_peers(self.peers, request)
         return NOT_DONE_YET
+
+
+def query_keys(request: Request) -> set[bytes]:
+    return set((request.args or {}).keys())
 
 
 class TailHub(Service):
