@@ -61,3 +61,42 @@ class TestRotation:
         ]
         assert lines == [f"event number {i:03d}" for i in range(40 - len(lines), 40)]
         assert all((tmp_path / n).stat().st_size <= 1024 for n in names)
+
+
+class TestWorkers:
+    """``[daemon] workers``: one file for all; worker 0 rotates, the others follow."""
+
+    def test_workers_append_to_one_file_and_follow_worker_0s_rotation(
+        self, tmp_path: Path
+    ) -> None:
+        clock = Clock()
+        outs = []
+        for index in (0, 1):
+            config = Config(type="file", batch_size=1, max_bytes=1024, keep=3)
+            context = make_output_context(
+                clock, tmp_path / f"worker-{index}", worker=index, shared_dir=tmp_path
+            )
+            out = FileOutput("file", config, context)
+            out.startService()
+            outs.append(out)
+        assert outs[0].path == outs[1].path == tmp_path / "events.jsonl"
+        assert (outs[0].rotates, outs[1].rotates) == (True, False)
+        sent = []
+        for i in range(60):
+            sent.append(f"event {i:03d}")
+            outs[i % 2].accept({"event": sent[-1], "timestamp": 0.0, "pad": "x" * 40})
+        for out in outs:
+            success_result_of(out.stopService())
+        files = sorted(tmp_path.glob("events.jsonl*"))
+        assert [p.name for p in files] == [
+            "events.jsonl", "events.jsonl.1", "events.jsonl.2", "events.jsonl.3"
+        ]
+        written = [
+            json.loads(line)["event"] for p in files for line in p.read_text().splitlines()
+        ]
+        assert len(written) == len(set(written))  # each line once, none torn
+        assert set(sent[-30:]) <= set(written)  # older ones went past keep = 3
+        # worker 0 rotates by the file's real size, worker 1's lines counted: a file is
+        # over max_bytes by at most what worker 1 wrote since worker 0's last write
+        line = len(outs[0].encode({"event": sent[0], "timestamp": 0.0, "pad": "x" * 40}))
+        assert all(p.stat().st_size <= 1024 + line for p in files)

@@ -112,3 +112,39 @@ class TestRoutes:
         assert got(sinks) == {"es": 0, "graphite": 0, "sentry": 0}
         assert tel.value("obsd.router.unrouted.log") == 2
         assert tel.value("obsd.router.unrouted.metric") == 1
+
+
+class TestDivertedPartials:
+    """``[daemon] workers``: the workers' statsd partials stay among them."""
+
+    def partial_router(self, sinks: dict[str, Sink]) -> Router:
+        accepts = {"relay": frozenset({"statsd_partial", "log"})}
+        defaults = {"relay": frozenset({"statsd_partial", "log"})}
+        return Router({"relay": sinks["es"]}, [], accepts, defaults, Telemetry())
+
+    def test_a_later_worker_sends_partials_to_worker_0_only(self, sinks: dict[str, Sink]) -> None:
+        """Every partial goes to the private relay, except an agent-mode input's."""
+        r = self.partial_router(sinks)
+        to_worker_0 = Sink("workers")
+        r.divert_partials(to_worker_0, None, frozenset({"agent_statsd"}))
+        r.statsd_partial(ev("statsd_partial", source="statsd"))
+        r.statsd_partial(ev("statsd_partial", source="relay-from-an-agent"))
+        r.statsd_partial(ev("statsd_partial", source="agent_statsd"))
+        r.log(ev("log", source="statsd"))
+        assert [e["source"] for e in to_worker_0.got] == ["statsd", "relay-from-an-agent"]
+        assert [(e["kind"], e["source"]) for e in sinks["es"].got] == [
+            ("statsd_partial", "agent_statsd"), ("log", "statsd")
+        ]
+
+    def test_worker_0_hands_the_workers_partials_to_the_merge_only(
+        self, sinks: dict[str, Sink]
+    ) -> None:
+        """Never to an output that carries partials on (an agent's relay to central)."""
+        r = self.partial_router(sinks)
+        merged: list[dict[str, Any]] = []
+        r.consume("statsd_partial", merged.append)
+        r.divert_partials(None, frozenset({"statsd"}), frozenset())
+        r.statsd_partial(ev("statsd_partial", source="statsd"))
+        r.statsd_partial(ev("statsd_partial", source="other"))
+        assert [e["source"] for e in merged] == ["statsd", "other"]
+        assert [e["source"] for e in sinks["es"].got] == ["other"]
