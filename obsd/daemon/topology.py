@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,9 @@ class ObsdService(MultiService):
         self.output_context: OutputContext | None = None
         self.reloader: Any = None
         self.log_observer_factory: Any = None
-        #: ``[daemon] workers``: the first process's ``WorkerSupervisor``
+        #: ``[daemon] workers``: the first process's ``WorkerSupervisor``, and the others
         self.supervisor: Any = None
+        self.peers: Any = None
         self._lock: FilesystemLock | None = None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -214,6 +216,11 @@ class ObsdService(MultiService):
         if self.supervisor is not None:
             self.reactor.callWhenRunning(self.supervisor.start)
         self.reactor.addSystemEventTrigger("before", "shutdown", self._note_stopping)
+        # now (the real reactor only), so a SIGTERM before the reactor runs stops it
+        # cleanly once it does; and again once it runs, since the reactor puts its own
+        # handler in place on start
+        if sys.modules.get("twisted.internet.reactor") is self.reactor:
+            self._take_sigterm()
         self.reactor.callWhenRunning(self._take_sigterm)
         for name, output in self.outputs.items():
             self.log.info("output started", output=name, type=output.type_name)
@@ -234,6 +241,10 @@ class ObsdService(MultiService):
         self.reroute(new, routed)
         self.outputs = outputs
         self.config = new
+        if self.peers is not None:  # a new Prometheus output sums the workers' series too
+            from obsd.ops.peers import join_scrapes
+
+            join_scrapes(outputs, self.peers)
         recorder = getattr(self.throttle, "on_report", None)
         if recorder is not None and hasattr(recorder, "outputs"):
             recorder.outputs = frozenset(outputs)
@@ -440,7 +451,7 @@ def build_service(config: ObsdConfig, reactor: Any, *, lock: bool = True) -> Obs
         from obsd.ops.peers import mount_peers, summed_numbers
 
         peers = mount_peers(service, service.status)
-        service.tail.peers = peers
+        service.peers = service.tail.peers = peers
         self_metrics.numbers = lambda: summed_numbers(service.telemetry, peers)
     if config.http.listen:
         guard = HttpGuard(

@@ -238,7 +238,16 @@ def mount_peers(service: Any, report: Any) -> Peers:
             metrics.putChild(key, child)
     root.mount(("metrics",), metrics, replace=True)
     root.index = _SummedPage(status, render_page)
+    join_scrapes(service.outputs, peers)
     return peers
+
+
+def join_scrapes(outputs: Any, peers: Peers) -> None:
+    """Outputs that are scraped (Prometheus) add the other workers' series to their own."""
+    for output in outputs.values():
+        scrape = getattr(output, "scrape", None)
+        if scrape is not None and hasattr(scrape, "join_workers"):
+            scrape.join_workers(peers)
 
 
 class _NumbersResource(Resource):
@@ -281,6 +290,7 @@ __all__ = [
     "SummedPrometheus",
     "add_up",
     "follow_peers",
+    "join_scrapes",
     "mount_peers",
     "sum_documents",
     "summed_numbers",

@@ -17,17 +17,18 @@ updates the series at once (``route`` keeps it out of the queue).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from obsd import events
 from obsd.codecs import prometheus_text as text
 from obsd.config.model import ObsdConfig, OutputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.outputs.base import Output, OutputContext, SendResult
-from obsd.outputs.promseries import Series, SeriesBook
+from obsd.outputs.promseries import Series, SeriesBook, add_series, series_to_json
 from obsd.twistedtypes import Resource
 
 ACCEPTS = frozenset({events.METRIC})
@@ -84,7 +85,8 @@ class PrometheusOutput(Output):
         tel.gauge(f"obsd.output.{name}.series", lambda: float(len(self.book.series)))
         if context.http is not None:
             segments = tuple(p for p in config.path.split("/") if p)
-            context.http.mount(segments, ScrapeResource(self), replace=True)
+            self.scrape = ScrapeResource(self)
+            context.http.mount(segments, self.scrape, replace=True)
 
     def send(self, batch: list[bytes]) -> Any:  # pragma: no cover - route() never queues
         return SendResult()
@@ -94,13 +96,19 @@ class PrometheusOutput(Output):
         self.book.observe(event, self.context.clock.seconds())
         return None
 
-    def render(self) -> bytes:
-        """The scrape body; stale series are dropped first."""
-        self._scrapes.inc()
+    def fresh_series(self) -> dict[tuple[str, text.Labels], Series]:
+        """This process's series, stale ones dropped first."""
         cutoff = self.context.clock.seconds() - self.prom_config.stale_after
         self._stale.inc(self.book.drop_stale(cutoff))
+        return self.book.series
+
+    def render(self, book: dict[tuple[str, text.Labels], Series] | None = None) -> bytes:
+        """The scrape body: this process's series, or ``book`` (every worker's)."""
+        self._scrapes.inc()
+        if book is None:
+            book = self.fresh_series()
         families: dict[str, list[tuple[text.Labels, Series]]] = {}
-        for (name, labels), series in sorted(self.book.series.items()):
+        for (name, labels), series in sorted(book.items()):
             families.setdefault(name, []).append((labels, series))
         out: list[str] = []
         for name, members in families.items():
@@ -122,17 +130,45 @@ class PrometheusOutput(Output):
 
 
 class ScrapeResource(Resource):
-    """``GET`` renders the output's series in the text format."""
+    """``GET`` renders the output's series in the text format.
+
+    With ``[daemon] workers`` a scrape reaches one worker: it adds the other
+    workers' series (``?local=json`` on their private ports) to its own.
+    """
 
     isLeaf = True
 
     def __init__(self, output: PrometheusOutput) -> None:
         super().__init__()
         self.output = output
+        #: ``obsd.ops.peers.Peers`` of the other workers, or None
+        self.peers: Any = None
 
-    def render_GET(self, request: Request) -> bytes:
+    def join_workers(self, peers: Any) -> None:
+        self.peers = peers
+
+    def render_GET(self, request: Request) -> Any:
+        local = (request.args or {}).get(b"local")
+        if local == [b"json"]:
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps(series_to_json(self.output.fresh_series())).encode()
         request.setHeader(b"content-type", CONTENT_TYPE)
-        return self.output.render()
+        if self.peers is None or local:
+            return self.output.render()
+        mine = dict(self.output.fresh_series())
+        d = self.peers.gather(f"{self.output.prom_config.path}?local=json")
+
+        def answer(found: list[tuple[int, Any]]) -> None:
+            book = mine
+            for _index, theirs in found:
+                if theirs is not None:
+                    book = add_series(book, theirs)
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.write(self.output.render(book))
+                request.finish()
+
+        d.addCallback(answer)
+        return NOT_DONE_YET
 
 
 def build_output(name: str, config: Config, context: OutputContext) -> PrometheusOutput:

@@ -129,3 +129,34 @@ class SeriesBook:
         for key in stale:
             del self.series[key]
         return len(stale)
+
+
+def series_to_json(book: Mapping[tuple[str, text.Labels], Series]) -> list[Any]:
+    """The series as JSON, for another worker to add to its own (``[daemon] workers``)."""
+    return [[name, [list(p) for p in labels], attrs.asdict(series)]
+            for (name, labels), series in book.items()]
+
+
+def add_series(
+    into: dict[tuple[str, text.Labels], Series], found: list[Any]
+) -> dict[tuple[str, text.Labels], Series]:
+    """Another worker's series added: counters and summaries' sums and counts add up;
+    gauges and quantiles are the most recently updated worker's."""
+    for name, labels, raw in found:
+        key = (name, tuple((str(k), str(v)) for k, v in labels))
+        theirs = Series(**raw)
+        mine = into.get(key)
+        if mine is None or mine.kind != theirs.kind:
+            into[key] = theirs
+            continue
+        newer = theirs.updated > mine.updated
+        merged = Series(mine.kind, max(mine.updated, theirs.updated))
+        if mine.kind == "counter":
+            merged.value = mine.value + theirs.value
+        else:
+            merged.value = theirs.value if newer else mine.value
+        merged.total = mine.total + theirs.total
+        merged.count = mine.count + theirs.count
+        merged.quantiles = dict(theirs.quantiles if newer else mine.quantiles)
+        into[key] = merged
+    return into

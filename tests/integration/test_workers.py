@@ -5,7 +5,8 @@ One ``twistd obsd`` with two workers takes StatsD and syslog over TCP
 test opens connections until both workers hold some, so both really take
 traffic).  The StatsD lines also go to one Etsy statsd 0.9.0 writing to the
 same carbon-cache: Graphite must hold from obsd exactly what Etsy flushed, as
-with one worker, though each worker saw only part of the samples.  Then:
+with one worker, though each worker saw only part of the samples, and a
+Prometheus scrape on the shared port gives the same sum.  Then:
 every syslog line once in the file, ``/status`` and ``/metrics`` on the shared
 port add up both workers, SIGHUP reaches both, SIGTERM stops both with 0.
 """
@@ -47,6 +48,7 @@ def config(http_port: int, carbon: CarbonCache, prefix: str) -> str:
         f"[outputs.graphite]\ndestinations = ['127.0.0.1:{carbon.line_port}']\n"
         "batch_timeout = 0.05\n"
         "[outputs.file]\nbatch_timeout = 0.05\n"
+        "[outputs.prometheus]\n"
     )
 
 
@@ -127,6 +129,12 @@ class TestTwoWorkers:
             for p in private.values()
         ]
         assert all(received) and sum(received) == len(lines), received
+        # a Prometheus scrape reaching either worker sees the one sum
+        requests = sum(int(x.split(":")[1].split("|")[0]) for x in lines if x.startswith("req:"))
+        for _ in range(6):  # new connections: the kernel picks a worker for each
+            with urllib.request.urlopen(f"{base}/metrics/data", timeout=10) as response:
+                scraped = response.read().decode()
+            assert f"\nreq_total {float(requests)}\n" in scraped, scraped[:2000]
 
         # syslog: every line once in the one file, from both workers
         conns = connect_to_both(proc.port("syslog"), private, "syslog")

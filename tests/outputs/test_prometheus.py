@@ -177,3 +177,44 @@ class TestMount:
                                ([b"metrics"], PrometheusResource)):
             request = DummyRequest(path)
             assert isinstance(getChildForRequest(root, request), expected)
+
+
+class TestWorkers:
+    """``[daemon] workers``: a scrape reaching one worker adds the others' series."""
+
+    def test_counters_add_up_gauges_and_quantiles_are_the_newest(self, tmp_path: Path) -> None:
+        from twisted.internet import defer
+
+        clock = Clock()
+        mine, _ = make(clock, tmp_path / "a")
+        theirs, _ = make(clock, tmp_path / "b")
+        mine.accept(statsd("app.requests", "counter", "count", 5))
+        mine.accept(statsd("temp", "gauge", "value", 40))
+        clock.advance(1)
+        theirs.accept(statsd("app.requests", "counter", "count", 7))
+        theirs.accept(statsd("temp", "gauge", "value", 42))
+        theirs.accept(statsd("only.there", "gauge", "value", 1))
+
+        other = DummyRequest([])
+        other.args = {b"local": [b"json"]}
+        their_json = theirs.scrape.render_GET(other)
+
+        class Peers:
+            def gather(self, path: str) -> Any:
+                assert path == "/metrics/data?local=json"
+                import json
+
+                return defer.succeed([(1, json.loads(their_json))])
+
+        mine.scrape.join_workers(Peers())
+        request = DummyRequest([])
+        mine.scrape.render_GET(request)
+        body = b"".join(request.written).decode()
+        assert "app_requests_total 12.0\n" in body
+        assert "temp 42.0\n" in body
+        assert "only_there 1.0\n" in body
+        local = DummyRequest([])  # ?local is this worker's own
+        local.args = {b"local": [b"1"]}
+        alone = mine.scrape.render_GET(local).decode()
+        assert "app_requests_total 5.0\n" in alone
+        assert "only_there" not in alone
