@@ -316,6 +316,12 @@ def summary(config: ObsdConfig) -> str:
     """A readable account of what a config does; secrets shown as ``***``."""
     lines = [f"config: {config.path or '(embedded default)'}"]
     lines.append(f"data_dir: {config.daemon.data_dir}")
+    count = config.daemon.worker_count
+    if count > 1:
+        lines.append(
+            f"workers: {count} processes share the listeners (worker N > 0 keeps its spools "
+            f"in data_dir/worker-N; StatsD is merged by worker 0)"
+        )
     lines.append("listeners:")
     for description in config.http.listen:
         lines.append(f"  http: {description}")
