@@ -9,6 +9,7 @@ unless they ask for them (a Sentry payload kept for forwarding, say).
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Any, Final
 
@@ -178,14 +179,20 @@ def level_at_least(level: str, minimum: str) -> bool:
     return LEVEL_RANK.get(level, 1) >= LEVEL_RANK.get(minimum, 0)
 
 
+#: random bits for ids: a generator seeded from the OS once per process
+_bits = random.Random(os.urandom(32)).getrandbits
+
+
 def new_event_id(now: float | None = None) -> str:
     """Return a new UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, unique.
 
     The hex form without dashes matches Sentry's ``event_id``, so ids from
-    both sources look alike.
+    both sources look alike.  The random bits come from a generator seeded
+    from the OS once per process (an id must be unique, not unguessable): a
+    system call per event was the most of an id's cost.
     """
     millis = int((time.time() if now is None else now) * 1000) & 0xFFFFFFFFFFFF
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _bits(80)
     rand_a = rand >> 68 & 0xFFF
     rand_b = rand & 0x3FFFFFFFFFFFFFFF
     value = millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b

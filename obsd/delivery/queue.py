@@ -104,6 +104,26 @@ class DeliveryQueue(QueueStorage):
         self._kick()
         return accepted
 
+    def put_many(self, records: list[bytes]) -> None:
+        """Queue many records (one TCP read's lines): drops, pressure and sending are
+        looked at once for all of them."""
+        buffer = self.buffer
+        before = buffer.dropped_total
+        put = buffer.put
+        for record in records:
+            put(record)
+        if buffer.dropped_total != before:
+            self._count_drops()
+        if buffer.pressured:
+            self._ctx.flow_control.report(self.queue_id, True)
+        if (
+            self._timer is not None
+            and buffer.ready < self._batch_size
+            and buffer.bytes < self._batch_bytes
+        ):
+            return
+        self._kick()
+
     def _count_drops(self) -> None:
         self._counted_drops = self.buffer.dropped_total
         tel = self._ctx.telemetry

@@ -114,6 +114,8 @@ class SyslogReceiver:
         self.timezone = resolve_timezone(config.timezone)
         self._clock = context.reactor
         self._log = context.ingest.log
+        # an ingest without a list call (a test's) gets the events one by one
+        self._log_many = getattr(context.ingest, "log_many", None) or self._each
         self._throttle = context.throttle
         telemetry = context.telemetry
         prefix = f"obsd.input.{name}."
@@ -125,6 +127,25 @@ class SyslogReceiver:
         self, data: bytes, peer: str, truncated: bool = False, sender: str | None = None
     ) -> None:
         """Parse one message and hand the event on; ``sender``: a remote sender's IP."""
+        self._log(self.fields(data, peer, truncated, sender))
+
+    def messages(self, frames: list[Any], peer: str, sender: str | None = None) -> None:
+        """A TCP read's messages: parsed one by one, handed on as one list."""
+        if len(frames) == 1:
+            frame = frames[0]
+            self._log(self.fields(frame.message, peer, frame.truncated, sender))
+            return
+        fields = self.fields
+        self._log_many([fields(f.message, peer, f.truncated, sender) for f in frames])
+
+    def _each(self, batch: list[dict[str, Any]]) -> None:
+        for fields in batch:
+            self._log(fields)
+
+    def fields(
+        self, data: bytes, peer: str, truncated: bool = False, sender: str | None = None
+    ) -> dict[str, Any]:
+        """One message as an event's fields."""
         fields = parse_syslog(
             data,
             received_at=self._clock.seconds(),
@@ -149,7 +170,7 @@ class SyslogReceiver:
         fields["peer"] = peer
         if sender is not None and events.HOST not in fields:
             fields[events.HOST] = sender  # as rsyslog: a line without HOSTNAME is the sender's
-        self._log(fields)
+        return fields
 
 
 class SyslogDatagramProtocol(DatagramProtocol):
@@ -220,18 +241,17 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         factory.last_data = factory.reactor.seconds()
         if self.timeOut:
             self.resetTimeout()  # type: ignore[no-untyped-call]
-        message = factory.receiver.message
-        peer = self.peer
-        sender = self.sender
+        receiver = factory.receiver
         try:
             frames = self.framer.feed(data)
         except ParseError as exc:
-            for frame in getattr(exc, "frames", ()):  # complete before the error
-                message(frame.message, peer, frame.truncated, sender)
+            complete = list(getattr(exc, "frames", ()))  # complete before the error
+            if complete:
+                receiver.messages(complete, self.peer, self.sender)
             self._framing_error(exc)
             return
-        for frame in frames:
-            message(frame.message, peer, frame.truncated, sender)
+        if frames:
+            receiver.messages(frames, self.peer, self.sender)
 
     def _framing_error(self, exc: ParseError) -> None:
         factory = self.factory

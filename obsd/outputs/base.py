@@ -135,6 +135,39 @@ class Output(Service):
         else:
             self.queues[key].put(record)
 
+    def accept_many(self, batch: list[dict[str, Any]]) -> None:
+        """Take many routed events: encode each, queue them together (``put_many``).
+
+        An output that takes events its own way (its own ``accept``) gets them one by one.
+        """
+        if type(self).accept is not Output.accept:
+            for event in batch:
+                self.accept(event)
+            return
+        self._received.inc(len(batch))
+        route = self.route
+        single = self._single
+        records: list[bytes] = []
+        by_key: dict[str, list[bytes]] = {}
+        for event in batch:
+            try:
+                routed = route(event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
+                self._encode_failed(event, exc)
+                continue
+            if routed is None:
+                continue
+            if single is not None:
+                records.append(routed[1])
+            else:
+                by_key.setdefault(routed[0], []).append(routed[1])
+        if single is not None:
+            if records:
+                single.put_many(records)
+            return
+        for key, found in by_key.items():
+            self.queues[key].put_many(found)
+
     def _encode_failed(self, event: dict[str, Any], exc: BaseException) -> None:
         """Count, dead-letter and log (throttled) an event the output cannot encode."""
         self._encode_errors.inc()

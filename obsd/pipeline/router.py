@@ -153,6 +153,36 @@ class Router:
         for out in targets:
             out.accept(event)
 
+    def route_many(self, kind: str, batch: list[dict[str, Any]]) -> None:
+        """Route many events of one kind: by kind alone, each output takes the list in one
+        call (``accept_many``); with routes, or for partials, one by one."""
+        if self._routed or kind == events.STATSD_PARTIAL:
+            route = self.statsd_partial if kind == events.STATSD_PARTIAL else self.route
+            for event in batch:
+                route(event)
+            return
+        tap = self.tap
+        consumers = self._consumers.get(kind)
+        if tap is not None or consumers:
+            for event in batch:
+                if tap is not None:
+                    tap(event)
+                for handler in consumers or ():
+                    handler(event)
+        targets = self._default.get(kind, ())
+        if not targets:
+            if not consumers:
+                self._unrouted[kind].inc(len(batch))
+            return
+        self._routed_count.inc(len(batch))
+        for out in targets:
+            accept_many = getattr(out, "accept_many", None)
+            if accept_many is not None:
+                accept_many(batch)
+            else:
+                for event in batch:
+                    out.accept(event)
+
     def divert_partials(
         self, target: Routable | None, sources: frozenset[str] | None, keep: frozenset[str]
     ) -> None:

@@ -280,3 +280,46 @@ class TestDrain:
         clock.advance(out.context.shutdown_timeout)
         success_result_of(d)
         assert out.context.telemetry.value("obsd.output.capture.dropped.shutdown") == 2
+
+
+class TestManyAtOnce:
+    """``accept_many``: one TCP read's events, encoded and queued in one call."""
+
+    def test_the_same_as_one_by_one(self, clock: Clock, tmp_path: Path) -> None:
+        """Batches by count and by age, in order, as ``accept`` one by one would make."""
+        one = make(clock, tmp_path / "one", batch_size=3, batch_timeout=1.0)
+        many = make(clock, tmp_path / "many", batch_size=3, batch_timeout=1.0)
+        for i in range(7):
+            one.accept(event(i))
+        many.accept_many([event(i) for i in range(7)])
+        clock.advance(1.0)
+        assert [e["id"] for e in many.delivered] == [e["id"] for e in one.delivered]
+        assert many.context.telemetry.value("obsd.output.capture.received") == 7
+
+    def test_an_event_that_cannot_be_encoded_is_dead_lettered_alone(
+        self, clock: Clock, tmp_path: Path
+    ) -> None:
+        out = make(clock, tmp_path, batch_size=10, batch_timeout=1.0)
+        bad = {"id": "bad", "event": "x", "kind": "log", "timestamp": 1.0, object(): 1}
+        out.accept_many([event(0), bad, event(1)])
+        clock.advance(1.0)
+        assert [e["id"] for e in out.delivered] == ["e0", "e1"]
+        assert out.context.telemetry.value("obsd.output.capture.encode_errors") == 1
+
+    def test_a_full_queue_drops_and_counts_as_one_by_one(
+        self, clock: Clock, tmp_path: Path
+    ) -> None:
+        buffer = BufferConfig(max_events=2, when_full="drop_newest")
+        out = make(clock, tmp_path, buffer=buffer, batch_size=10, batch_timeout=1.0)
+        out.accept_many([event(i) for i in range(4)])
+        clock.advance(1.0)
+        assert [e["id"] for e in out.delivered] == ["e0", "e1"]
+        assert out.context.telemetry.value("obsd.output.capture.dropped.full") == 2
+
+    def test_past_the_high_watermark_streams_pause(self, clock: Clock, tmp_path: Path) -> None:
+        buffer = BufferConfig(max_events=10, high_watermark=0.8, low_watermark=0.5)
+        out = make(clock, tmp_path, buffer=buffer, batch_size=100, batch_timeout=1.0)
+        transport = StringTransport()
+        out.context.flow_control.register(transport)
+        out.accept_many([event(i) for i in range(9)])
+        assert transport.producerState == "paused"

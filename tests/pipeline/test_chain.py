@@ -102,3 +102,16 @@ class TestUserProcessors:
         (event,) = sink.events
         assert "half_done" not in event and event["user"] == "guido"
         assert errors == [("explode", "RuntimeError('boom')")]
+
+
+class TestMany:
+    def test_the_chain_runs_on_each_and_drops_stay_dropped(
+        self, errors: list[tuple[str, str]]
+    ) -> None:
+        """``log_many``: every event normalised and processed; a dropped one is left out."""
+        ingest, sink = make([add_user, drop_debug], errors)
+        ingest.log_many([{"event": "a"}, {"event": "b", "level": "debug"}, {"event": "c"}])
+        assert [(e["event"], e["user"], e["kind"]) for e in sink.events] == [
+            ("a", "guido", "log"), ("c", "guido", "log")
+        ]
+        assert {e["source"] for e in sink.events} == {"syslog"}

@@ -148,3 +148,39 @@ class TestDivertedPartials:
         r.statsd_partial(ev("statsd_partial", source="other"))
         assert [e["source"] for e in merged] == ["statsd", "other"]
         assert [e["source"] for e in sinks["es"].got] == ["other"]
+
+
+class BatchSink(Sink):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.calls: list[int] = []
+
+    def accept_many(self, batch: list[dict[str, Any]]) -> None:
+        self.calls.append(len(batch))
+        self.got.extend(batch)
+
+
+class TestRouteMany:
+    """One TCP read's events routed in one call."""
+
+    def test_by_kind_each_output_takes_the_list_at_once(self) -> None:
+        sinks = {"es": BatchSink("es"), "graphite": BatchSink("graphite"), "sentry": Sink("sentry")}
+        tel = Telemetry()
+        r = router(sinks, [], tel)  # type: ignore[arg-type]
+        seen: list[str] = []
+        r.tap = lambda e: seen.append(e["event"])
+        r.route_many("error", [ev("error", event="a"), ev("error", event="b")])
+        assert sinks["es"].calls == [2]  # type: ignore[attr-defined]
+        assert [e["event"] for e in sinks["sentry"].got] == ["a", "b"]  # one by one
+        assert sinks["graphite"].got == []
+        assert seen == ["a", "b"]
+        assert tel.value("obsd.router.routed") == 2
+        r.route_many("span", [ev("span"), ev("span")])
+        assert tel.value("obsd.router.unrouted.span") == 2
+
+    def test_with_routes_each_event_is_matched_on_its_own(self, sinks: dict[str, Sink]) -> None:
+        routes = [RouteConfig(match=RouteMatch(level="error"), outputs=["sentry"])]
+        r = router(sinks, routes)
+        r.route_many("log", [ev("log", level="info"), ev("log", level="error", event="bad")])
+        assert [e["event"] for e in sinks["sentry"].got] == ["bad"]
+        assert sinks["es"].got == []
