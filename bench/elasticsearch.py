@@ -13,8 +13,9 @@ Two destinations, side by side:
 For batch sizes 100, 1,000 and 5,000, with and without gzip, the output (on
 the real reactor, in this process: "obsd") is fed prepared log events and the
 clock stops when the last one is acknowledged.  CPU is this process's user +
-system time over the same span.  The aim is at least 50,000 documents per obsd
-CPU-second into the counting endpoint.  ``--quick`` runs the counting endpoint
+system time over the same span.  The aim (issue 19) is at least 200,000
+documents per obsd CPU-second into the counting endpoint at every batch size
+the docs recommend (1,000 and more), with and without gzip.  ``--quick`` runs the counting endpoint
 only, with few documents (the CI smoke test); ``--profile`` prints a cProfile
 top 15 of obsd's side for one counting run.  Loopback only, bounded in count
 and time.
@@ -40,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-AIM = 50_000  # documents per obsd CPU-second into the counting endpoint
+AIM = 200_000  # documents per obsd CPU-second into the counting endpoint
+#: the batch sizes the docs recommend (the default, 1,000, and more)
+RECOMMENDED = 1000
 BATCH_SIZES = (100, 1_000, 5_000)
 #: a run that takes longer than this stops feeding and reports what it did
 RUN_DEADLINE = 60.0
@@ -396,11 +399,11 @@ async def _bench(args: argparse.Namespace) -> int:
             finally:
                 node.stop()
     print_table(runs)
-    ceiling = [r for r in runs if r.destination == "counting"]
-    best = max(r.docs_per_cpu_s for r in ceiling)
-    verdict = "met" if best >= AIM else f"missed by {100 * (1 - best / AIM):.0f}%"
-    print(f"aim: {AIM:,} docs per obsd CPU-second into the counting endpoint: "
-          f"best {best:,.0f} ({verdict})")
+    ceiling = [r for r in runs if r.destination == "counting" and r.batch_size >= RECOMMENDED]
+    worst = min(r.docs_per_cpu_s for r in ceiling)
+    verdict = "met" if worst >= AIM else f"missed by {100 * (1 - worst / AIM):.0f}%"
+    print(f"aim: {AIM:,} docs per obsd CPU-second into the counting endpoint at every "
+          f"batch size of {RECOMMENDED:,} or more, gzip or not: worst {worst:,.0f} ({verdict})")
     return 0 if all(r.complete for r in runs) else 1
 
 

@@ -54,6 +54,7 @@ class DeliveryQueue(QueueStorage):
         self.buffer: BoundedBuffer | DiskBuffer = self._make_buffer(config.buffer)
         self._batch_size = config.batch_size
         self._batch_bytes = config.batch_bytes
+        self._max_in_flight = config.max_in_flight
         prefix = f"obsd.output.{output_name}"
         tel = context.telemetry
         self._sent = tel.counter(f"{prefix}.sent")
@@ -95,12 +96,8 @@ class DeliveryQueue(QueueStorage):
             self._count_drops()
         if buffer.pressured:
             self._ctx.flow_control.report(self.queue_id, True)
-        if (
-            self._timer is not None
-            and buffer.ready < self._batch_size
-            and buffer.bytes < self._batch_bytes
-        ):
-            return accepted  # fast path: the age timer will send this batch
+        if self._nothing_to_kick():
+            return accepted
         self._kick()
         return accepted
 
@@ -116,13 +113,29 @@ class DeliveryQueue(QueueStorage):
             self._count_drops()
         if buffer.pressured:
             self._ctx.flow_control.report(self.queue_id, True)
+        if self._nothing_to_kick():
+            return
+        self._kick()
+
+    def _nothing_to_kick(self) -> bool:
+        """Whether a kick after a put could do nothing: the age timer will send this
+        batch, or no batch may leave now (the next answer, or the backoff's end, kicks).
+
+        Under load a batch is in flight nearly always: without the second test every
+        put ran a kick that sent nothing (15 % of the Elasticsearch output's CPU).
+        """
+        buffer = self.buffer
         if (
             self._timer is not None
             and buffer.ready < self._batch_size
             and buffer.bytes < self._batch_bytes
         ):
-            return
-        self._kick()
+            return True
+        return (
+            (len(self._in_flight) >= self._max_in_flight or self._backoff is not None)
+            and not self._kicking
+            and buffer.dropped_total == self._counted_drops  # a kick counts a disk buffer's
+        )
 
     def _count_drops(self) -> None:
         self._counted_drops = self.buffer.dropped_total

@@ -18,4 +18,5 @@ class TestQuickBench:
         rows = [line.split() for line in stdout.splitlines() if line.startswith("counting")]
         assert [(row[1], row[2]) for row in rows] == [("1000", "no"), ("1000", "yes")]
         assert all(row[3] == "5000" for row in rows)
-        assert "aim: 50,000 docs per obsd CPU-second" in stdout
+        assert "aim: 200,000 docs per obsd CPU-second" in stdout
+        assert "at every batch size of 1,000 or more" in stdout
