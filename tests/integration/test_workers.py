@@ -7,8 +7,8 @@ traffic).  The StatsD lines also go to one Etsy statsd 0.9.0 writing to the
 same carbon-cache: Graphite must hold from obsd exactly what Etsy flushed, as
 with one worker, though each worker saw only part of the samples, and a
 Prometheus scrape on the shared port gives the same sum.  Then:
-every syslog line once in the file, ``/status`` and ``/metrics`` on the shared
-port add up both workers, SIGHUP reaches both, SIGTERM stops both with 0.
+every syslog line once in the file and once in one ``tail`` on the shared
+port, ``/status`` and ``/metrics`` there add up both workers, SIGHUP reaches both, SIGTERM stops both with 0.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ class TestTwoWorkers:
                 scraped = response.read().decode()
             assert f"\nreq_total {float(requests)}\n" in scraped, scraped[:2000]
 
-        # syslog: every line once in the one file, from both workers
+        # syslog: every line once in the one file, from both workers, and in one tail
+        tail = urllib.request.urlopen(f"{base}/api/obsd/v1/tail?match=source=syslog", timeout=10)
+        assert b'"_tail": "started"' in tail.readline()
         conns = connect_to_both(proc.port("syslog"), private, "syslog")
         sent = []
         for c, conn in enumerate(conns):
@@ -157,6 +159,15 @@ class TestTwoWorkers:
                     found.append(str(event["event"]).rsplit(" ", 1)[-1])
             return found
 
+        tailed = set()
+        while len(tailed) < len(sent):  # the socket's timeout bounds each read
+            line = tail.readline()
+            assert line, "the tail ended early"
+            event = json.loads(line)
+            if run in str(event.get("event")):
+                tailed.add(str(event["event"]).rsplit(" ", 1)[-1])
+        tail.close()
+        assert tailed == set(sent)
         proc.wait_for(lambda: len(written()) >= len(sent), timeout=20, what="every syslog line")
         assert sorted(written()) == sorted(sent)
         per_worker = [local(p)["inputs"]["syslog"]["counters"]["received"] for p in private.values()]
