@@ -24,8 +24,14 @@ class ParentWatch:
     """Reads the parent's pipe on stdin: its end means the parent is gone, so stop."""
 
     def __init__(self, on_gone: Any) -> None:
-        self.on_gone = on_gone
+        self._on_gone = on_gone
+        self._gone = False
         os.set_blocking(0, False)
+
+    def on_gone(self) -> None:
+        if not self._gone:
+            self._gone = True
+            self._on_gone()
 
     def fileno(self) -> int:
         return 0
@@ -41,7 +47,8 @@ class ParentWatch:
         return twisted_main.CONNECTION_DONE
 
     def connectionLost(self, reason: Any) -> None:
-        """Nothing to clean up: stdin closes with the process."""
+        """The pipe hung up (epoll reports a closed pipe this way, without a read)."""
+        self.on_gone()
 
     def logPrefix(self) -> str:
         return "parent"

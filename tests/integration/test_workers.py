@@ -199,3 +199,60 @@ class TestTwoWorkers:
         stopped = [e for e in proc.log_events() if e.get("event") == "worker stopped"]
         assert [(e["worker"], e["exit_code"]) for e in stopped] == [(1, 0)]
         assert [e for e in proc.log_events() if e.get("event") == "stopped"], proc.output()[-2000:]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+class TestWorkerFailures:
+    def test_a_killed_worker_restarts_and_a_killed_parent_takes_the_workers_along(
+        self, obsd_process: Callable[..., Any]
+    ) -> None:
+        """kill -9 of worker 1: started again, its connections served; kill -9 of the
+        first process: the workers see its pipe close and stop."""
+        http_port = free_port()
+        proc = obsd_process(
+            "[daemon]\ndata_dir = '{data_dir}'\nmetrics_interval = 0\nworkers = 2\n"
+            "shutdown_timeout = 2\n"
+            f"[http]\nlisten = ['tcp:{http_port}:interface=127.0.0.1']\n"
+            "[inputs.syslog]\nlisten = ['tcp:0:interface=127.0.0.1']\n"
+            "[outputs.file]\nbatch_timeout = 0.05\n"
+        )
+
+        def worker_pids() -> list[int]:
+            return [e["pid"] for e in proc.log_events() if e.get("event") == "worker started"]
+
+        proc.wait_for(lambda: len(private_ports(proc, http_port)) == 2, what="worker 1 up")
+        first = worker_pids()[0]
+        os.kill(first, signal.SIGKILL)
+        proc.wait_for(lambda: len(worker_pids()) == 2, timeout=15, what="worker 1 restarted")
+        restarted = worker_pids()[1]
+        assert any(e.get("event", "").startswith("worker exited") for e in proc.log_events())
+        private = private_ports(proc, http_port)
+        proc.wait_for(
+            lambda: all(w["answered"] for w in get_json(f"http://127.0.0.1:{http_port}/status")
+                        ["workers"]),
+            what="both workers answering again",
+        )
+        conns = connect_to_both(proc.port("syslog"), private, "syslog")
+        for c, conn in enumerate(conns):
+            conn.sendall(f"<13>1 2026-12-04T05:00:00Z h app - - - after restart {c}\n".encode())
+            conn.close()
+        events_file = proc.data_dir / "events.jsonl"
+        proc.wait_for(
+            lambda: events_file.exists()
+            and events_file.read_text().count("after restart") == len(conns),
+            what="every line after the restart",
+        )
+        proc.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while pid_alive(restarted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(restarted), "worker 1 outlived its parent"
