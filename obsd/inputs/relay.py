@@ -43,7 +43,7 @@ from obsd.config.model import InputConfig
 from obsd.config.schema import Problems, at_least, setting
 from obsd.contracts import InputContext
 from obsd.errors import ParseError
-from obsd.inputs.relayed import relayed_emitter
+from obsd.inputs.relayed import relayed_batch_emitter
 from obsd.twistedtypes import Resource, Service
 
 LISTEN_TYPES: frozenset[str] = frozenset()
@@ -183,7 +183,7 @@ class RelayResource(Resource):
         self.config = config
         self.context = context
         self.ingest = context.make_ingest()
-        self._hand_on = relayed_emitter(self.ingest, name)
+        self._hand_on_many = relayed_batch_emitter(self.ingest, name)
         self.seen = SeenIds(config.dedupe_window, config.dedupe_size, context.reactor.seconds)
         self._tokens = [(a.token.encode(), a.name) for a in config.tokens if a.token]
         tel = context.telemetry
@@ -301,22 +301,24 @@ class RelayResource(Resource):
         """Hand each new event to the chain by its kind; count and skip duplicates."""
         seen = self.seen
         seen.expire()
-        accepted = duplicates = 0
-        hand_on = self._hand_on
+        duplicates = 0
+        fresh: list[dict[str, Any]] = []
+        ids: dict[str, None] = {}  # in order, and a repeat within the batch is a duplicate
         for event in batch:
             event_id = event.get(events.ID)
             if isinstance(event_id, str) and event_id:
-                if seen.seen(event_id):
+                if event_id in ids or seen.seen(event_id):
                     duplicates += 1
                     continue
+                ids[event_id] = None
             else:
-                event_id = None
                 event.pop(events.ID, None)
                 self._no_id.inc()
-            hand_on(event)
-            if event_id is not None:
-                seen.add(event_id)
-            accepted += 1
+            fresh.append(event)
+        self._hand_on_many(fresh)  # the chain, the router and the queues: one pass
+        for event_id in ids:
+            seen.add(event_id)
+        accepted = len(fresh)
         self._received.inc(accepted)
         self._duplicates.inc(duplicates)
         return accepted, duplicates

@@ -36,3 +36,31 @@ def relayed_emitter(ingest: IngestLogger, source: str) -> Callable[[dict[str, An
         method(event)
 
     return hand_on
+
+
+def relayed_batch_emitter(
+    ingest: IngestLogger, source: str
+) -> Callable[[list[dict[str, Any]]], None]:
+    """A function that hands a relayed batch to ``ingest``: each run of events of one
+    kind in one call (``IngestLogger.emit_many``), in the batch's order."""
+
+    def hand_on_many(batch: list[dict[str, Any]]) -> None:
+        run: list[dict[str, Any]] = []
+        run_kind: Any = None
+        for event in batch:
+            if not isinstance(event.get(events.SOURCE), str) or not event[events.SOURCE]:
+                event[events.SOURCE] = source
+            kind = event.get(events.KIND)
+            if kind == events.METRIC:
+                name_by_host(event)
+            if kind not in events.KINDS:
+                kind = events.LOG
+            if kind != run_kind and run:
+                ingest.emit_many(run_kind, run)
+                run = []
+            run_kind = kind
+            run.append(event)
+        if run:
+            ingest.emit_many(run_kind, run)
+
+    return hand_on_many

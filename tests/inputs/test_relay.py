@@ -36,6 +36,10 @@ class Recorder:
     def _take(self, kind: str) -> Any:
         return lambda event: self.got.append((kind, event))
 
+    def route_many(self, kind: str, batch: list[dict[str, Any]]) -> None:
+        """A batch's run of one kind (what the relay input hands on)."""
+        self.got.extend((kind, event) for event in batch)
+
     def __getattr__(self, kind: str) -> Any:
         return self._take(kind)
 
@@ -350,6 +354,19 @@ class TestDurability:
 
 
 class TestFleetEvents:
+    def test_a_mixed_batch_keeps_its_order_and_kinds(
+        self, context: Context, recorder: Recorder
+    ) -> None:
+        """Runs of one kind go on together (one pass), in the batch's order."""
+        resource, _ = make(context)
+        kinds = ["log", "log", "error", "log", "metric", "metric", "span", "weird"]
+        batch = [{"id": f"e{i}", "kind": k, "event": f"n{i}", "value": 1.0}
+                 for i, k in enumerate(kinds)]
+        assert resource.ingest_batch(batch) == (len(kinds), 0)
+        assert [(kind, event["event"]) for kind, event in recorder.got] == [
+            (k if k != "weird" else "log", f"n{i}") for i, k in enumerate(kinds)
+        ]
+
     def test_partials_go_on_as_partials(self, context: Context, recorder: Recorder) -> None:
         """statsd_partial events keep their kind, for central's merging statsd input."""
         resource, _ = make(context)
