@@ -367,6 +367,10 @@ def print_table(rows: list[tuple[str, str, dict[str, Any]]], connections: int) -
         ratio = mine["rps"] / bare[name]["rps"] if bare[name]["rps"] else 0.0
         verdict = "met" if ratio >= 0.5 else "MISSED"
         print(f"aim (obsd >= 0.5 x bare) for {name}: {ratio:.2f} {verdict}")
+        per_cpu = bare[name]["cpu_us"] / mine["cpu_us"] if mine.get("cpu_us") else 0.0
+        verdict = "met" if per_cpu >= 0.7 else f"missed by {1 - per_cpu / 0.7:.0%}"
+        print(f"issue 19 aim (obsd >= 0.7 x bare per CPU-second) for {name}: "
+              f"{per_cpu:.2f} {verdict}")
 
 
 if __name__ == "__main__":

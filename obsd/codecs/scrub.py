@@ -114,13 +114,7 @@ class Scrubber:
 
     def scrub(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``event`` with secret keys and secret-looking values replaced."""
-        out: dict[str, Any] = {}
-        for key, value in event.items():
-            if isinstance(key, str) and key.startswith("_"):
-                out[key] = value
-            else:
-                out[key] = self._entry(key, value)
-        return out
+        return self._entries(event, top=True)
 
     def secret_key(self, name: str) -> bool:
         """Whether a key called ``name`` holds a secret under these rules."""
@@ -133,16 +127,47 @@ class Scrubber:
             self._known[name] = known
         return known
 
-    def _entry(self, key: Any, value: Any) -> Any:
-        if isinstance(key, str) and self.secret_key(key) and value is not None:
-            return self._replacement
-        return self._value(value)
+    def _entries(self, mapping: Mapping[Any, Any], top: bool = False) -> dict[Any, Any]:
+        """One mapping's entries, scrubbed: the hot loop, with the common cases inline
+        (a known key name, a plain string, a number) and the rest through ``_value``.
+
+        ``top``: the event itself, whose private ``_`` keys are left as they are.
+        """
+        known = self._known
+        replacement = self._replacement
+        out: dict[Any, Any] = {}
+        for key, value in mapping.items():
+            if key.__class__ is str:
+                if top and key[:1] == "_":
+                    out[key] = value
+                    continue
+                secret = known.get(key)
+                if secret is None:
+                    secret = self.secret_key(key)
+                if secret and value is not None:
+                    out[key] = replacement
+                    continue
+            elif isinstance(key, str):  # a str subclass
+                if top and key.startswith("_"):
+                    out[key] = value
+                    continue
+                if self.secret_key(key) and value is not None:
+                    out[key] = replacement
+                    continue
+            cls = value.__class__
+            if cls is str:
+                out[key] = self._text(value) if ("=" in value or "://" in value) else value
+            elif cls is int or cls is float or cls is bool or value is None:
+                out[key] = value
+            else:
+                out[key] = self._value(value)
+        return out
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str):
             return self._text(value)
         if isinstance(value, Mapping):
-            return {key: self._entry(key, item) for key, item in value.items()}
+            return self._entries(value)
         if isinstance(value, list | tuple):
             items = [self._pair_or_value(item) for item in value]
             return items if isinstance(value, list) else tuple(items)
