@@ -128,10 +128,18 @@ class _Converter:
         origin = get_origin(tp)
         if origin in (typing.Union, types.UnionType):
             options = [a for a in get_args(tp) if a is not type(None)]
+            every = " or ".join(_type_name(o) for o in options)
             for option in options:
                 if _fits(value, option):
+                    if (
+                        get_origin(option) is Literal
+                        and value not in get_args(option)
+                        and "${" not in value  # ${VAR} is substituted by convert
+                    ):
+                        # a string, but not one of the words: name every option
+                        return self._wrong(path, value, every, secret)
                     return self.convert(value, option, path, secret=secret)
-            return self._wrong(path, value, " or ".join(_type_name(o) for o in options), secret)
+            return self._wrong(path, value, every, secret)
         if origin is Literal:
             if isinstance(value, str):
                 value = self._env(value, path)

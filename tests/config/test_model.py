@@ -60,6 +60,9 @@ class TestProblems:
              "outputs.file.buffer.high_watermark: must be above 0 and at most 1, got 2.0"),
             ("[outputs.file]\nbuffer = { low_watermark = 0 }",
              "outputs.file.buffer.low_watermark: must be above 0 and at most 1, got 0"),
+            ("[daemon]\nworkers = 'many'",
+             "daemon.workers: expected an integer or one of 'auto', got 'many'"),
+            ("[daemon]\nworkers = 0", "daemon.workers: must be at least 1 or 'auto', got 0"),
         ],
     )
     def test_each_problem_class(self, text: str, expected: str) -> None:
