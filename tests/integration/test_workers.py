@@ -207,8 +207,11 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # a zombie (exited, not yet reaped by its parent) counts as gone
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:  # reaped in between
+        return False
 
 
 class TestWorkerFailures:
