@@ -28,6 +28,7 @@ from collections import OrderedDict
 from typing import Any, Final
 
 from obsd import events
+from obsd.codecs import jsonread
 from obsd.codecs.inflate import GZIP, ZLIB, InflateError, gunzip, inflate, looks_zlib
 from obsd.errors import ParseError
 
@@ -193,7 +194,7 @@ class ChunkAssembler:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = jsonread.loads(data)
     except (ValueError, RecursionError) as exc:
         raise GelfParseError(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(value, dict):

@@ -19,6 +19,7 @@ import base64
 import json
 from typing import Any
 
+from obsd.codecs import jsonread
 from obsd.codecs.inflate import InflateError, gunzip
 from obsd.errors import ParseError
 
@@ -95,7 +96,7 @@ def decode_event(line: bytes) -> dict[str, Any]:
     try:
         text = line.decode("utf-8", "surrogatepass")
         # only a line with a "$ can hold a tag or an escaped key: skip the hook otherwise
-        value = json.loads(text, object_hook=_hook) if _TAG_TEXT in text else json.loads(text)
+        value = json.loads(text, object_hook=_hook) if _TAG_TEXT in text else jsonread.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"not a JSON line: {exc}") from None
     if not isinstance(value, dict):

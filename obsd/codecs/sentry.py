@@ -36,11 +36,11 @@ The first cause, when there is one, is in ``causes``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from obsd.codecs import jsonread
 from obsd.errors import ParseError
 
 #: The newest protocol version Relay accepts (``sentry_version``).
@@ -150,7 +150,7 @@ def parse_json(data: bytes) -> dict[str, Any]:
     if not data.strip():
         raise SentryRequestError(400, "empty request body")
     try:
-        value = json.loads(data)
+        value = jsonread.loads(data)
     except (ValueError, RecursionError) as exc:
         raise SentryRequestError(400, "invalid JSON data", str(exc)[:200]) from None
     if not isinstance(value, dict):
@@ -214,7 +214,7 @@ def _line(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def _json_object(line: bytes, cause: str) -> dict[str, Any]:
     try:
-        value = json.loads(line)
+        value = jsonread.loads(line)
     except (ValueError, RecursionError):
         raise _bad_envelope(cause) from None
     if not isinstance(value, dict):

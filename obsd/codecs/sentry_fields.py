@@ -7,13 +7,13 @@ out, never an error, because the payload itself is forwarded whole.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from obsd import events
+from obsd.codecs import jsonread
 from obsd.codecs.sentry import MAX_FRAMES, Envelope, EnvelopeItem, event_id_of, parse_json
 
 
@@ -272,7 +272,7 @@ def _copy_attrs(payload: Mapping[str, Any], fields: dict[str, Any]) -> None:
 
 def _lenient_json(data: bytes) -> Mapping[str, Any]:
     try:
-        value = json.loads(data)
+        value = jsonread.loads(data)
     except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}

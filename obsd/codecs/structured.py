@@ -19,6 +19,7 @@ import json
 import math
 from typing import Any, Final
 
+from obsd.codecs import jsonread
 from obsd.codecs.timestamps import parse_timestamp_text
 from obsd.events import (
     COLLISION_PREFIX,
@@ -130,7 +131,7 @@ def apply_body(out: dict[str, Any], tz: datetime.tzinfo) -> None:
     if body[:1] != "{" or body[-1:] != "}":
         return
     try:
-        parsed = json.loads(body)
+        parsed = jsonread.loads(body)
     except (ValueError, RecursionError):
         return
     if isinstance(parsed, dict):
