@@ -39,6 +39,7 @@ listen = ['tcp:0:interface=127.0.0.1']
 listen = ['udp:0:interface=127.0.0.1']
 http_path = ''
 [outputs.file]
+max_bytes = 1099511627776  # never rotate: every line stays countable
 """
 
 BARE = r"""
